@@ -1,0 +1,98 @@
+# django-tasks-local: development tasks. Run `make` (or `make help`) for a list.
+
+SHELL := /bin/bash
+
+VENV       := .venv
+VENV60     := .venv-django60
+PORT       ?= 8000
+PYTEST_ARGS ?=
+
+# Django series installed in each virtualenv.
+DJANGO_LATEST := Django>=6.1,<6.2
+DJANGO_60     := Django>=6.0,<6.1
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install services test test-fast lint format typecheck example \
+        bench bench-quick docs clean distclean
+
+help: ## Show this list of targets
+	@echo "Usage: make <target>"
+	@echo
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+# $(call make-venv,<dir>,<django requirement>)
+# (Re)creates <dir> with a Python >= 3.12 from scripts/find-python when it is
+# missing or broken, then installs the package in editable mode with the dev
+# extra and the given Django series. The stamp file makes reruns instant until
+# pyproject.toml changes.
+define make-venv
+	@set -euo pipefail; \
+	if ! $(1)/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then \
+		py="$$(sh scripts/find-python)"; \
+		echo ">> creating $(1) with $$py"; \
+		rm -rf $(1); \
+		"$$py" -m venv $(1); \
+	fi; \
+	echo ">> installing django-tasks-local[dev] with '$(2)' into $(1)"; \
+	$(1)/bin/python -m pip install --quiet --upgrade pip; \
+	$(1)/bin/python -m pip install --progress-bar off -e '.[dev]' '$(2)'; \
+	$(1)/bin/python -c 'import django; print(">> $(1): Django", django.get_version())'; \
+	touch $(1)/.installed
+endef
+
+$(VENV)/.installed: pyproject.toml scripts/find-python
+	$(call make-venv,$(VENV),$(DJANGO_LATEST))
+
+$(VENV60)/.installed: pyproject.toml scripts/find-python
+	$(call make-venv,$(VENV60),$(DJANGO_60))
+
+install: $(VENV)/.installed $(VENV60)/.installed ## Create .venv (Django 6.1) and .venv-django60 (Django 6.0)
+
+services: ## Start PostgreSQL if it is not running
+	@sh scripts/start-postgres
+
+test: install services ## Run the whole test suite on Django 6.1 and 6.0 (PYTEST_ARGS=...)
+	@set -u; status=0; \
+	echo ">> pytest on Django 6.1 ($(VENV))"; \
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) || status=1; \
+	echo ">> pytest on Django 6.0 ($(VENV60))"; \
+	$(VENV60)/bin/python -m pytest $(PYTEST_ARGS) || status=1; \
+	if [ $$status -ne 0 ]; then echo ">> FAILED on at least one Django version"; fi; \
+	exit $$status
+
+test-fast: $(VENV)/.installed services ## Run the tests not marked slow, on Django 6.1 only
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed ## Check code style with ruff (lint + format check)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed ## Reformat the code and apply ruff's safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(VENV)/.installed ## Type-check src/ with mypy --strict (django-stubs)
+	$(VENV)/bin/mypy
+
+example: $(VENV)/.installed services ## Set up and serve the example project (PORT=8000)
+	$(VENV)/bin/python examples/demo/manage.py migrate --noinput
+	@echo ">> serving the example project on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
+	$(VENV)/bin/python examples/demo/manage.py runserver 127.0.0.1:$(PORT)
+
+bench: $(VENV)/.installed services ## Run the full benchmark suite
+	$(VENV)/bin/python benchmarks/run.py
+
+bench-quick: $(VENV)/.installed services ## Run a short benchmark pass
+	$(VENV)/bin/python benchmarks/run.py --quick
+
+docs: $(VENV)/.installed ## Build the documentation site (mkdocs --strict)
+	$(VENV)/bin/mkdocs build --strict
+
+clean: ## Remove build artefacts and caches (keeps the virtualenvs)
+	rm -rf build dist site bench-results .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.venv -prune -o -path ./$(VENV60) -prune -o \
+		\( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0 rm -rf
+
+distclean: clean ## Also remove the virtualenvs
+	rm -rf $(VENV) $(VENV60)

@@ -1,0 +1,24 @@
+"""ThreadPoolBackend: tasks run in a pool of threads inside this process."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import ClassVar
+
+from ..serialization import InProcessSerializer, Serializer
+from .base import ExecutorBackend
+
+
+class ThreadPoolBackend(ExecutorBackend):
+    """For I/O-bound tasks: threads share the process, its memory and its GIL."""
+
+    serializer: ClassVar[Serializer] = InProcessSerializer()
+    # As ThreadPoolExecutor: I/O-bound work wants more threads than cores.
+    default_max_workers: ClassVar[int] = min(32, (os.cpu_count() or 1) + 4)
+
+    def create_executor(self) -> Executor:
+        return ThreadPoolExecutor(
+            max_workers=self.settings["MAX_WORKERS"],
+            thread_name_prefix=f"django-tasks-local-{self.alias}",
+        )

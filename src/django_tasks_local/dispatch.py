@@ -1,0 +1,64 @@
+"""The waiting line: tasks that are enqueued but not yet handed to a worker.
+
+A plain data structure; the runtime that owns it holds its lock around every
+call. Tasks start highest priority first, first in first out among equals, and
+never before their ``run_after``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from datetime import datetime
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+
+
+class WaitingLine(Generic[Item]):
+    def __init__(self) -> None:
+        # (-priority, sequence, item): heapq pops the smallest, so the highest
+        # priority first and, among equals, the one enqueued first.
+        self._startable: list[tuple[int, int, Item]] = []
+        # (run_after as a POSIX timestamp, -priority, sequence, item).
+        self._deferred: list[tuple[float, int, int, Item]] = []
+        self._sequence = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._startable) + len(self._deferred)
+
+    def push(self, item: Item, priority: int, run_after: datetime | None) -> None:
+        sequence = next(self._sequence)
+        # An aware datetime converts exactly; a naive one (USE_TZ = False) is
+        # local time, like django.utils.timezone.now() then.
+        if run_after is not None and run_after.timestamp() > time.time():
+            heapq.heappush(
+                self._deferred, (run_after.timestamp(), -priority, sequence, item)
+            )
+        else:
+            heapq.heappush(self._startable, (-priority, sequence, item))
+
+    def pop(self) -> Item | None:
+        """The next task that may start now, or None."""
+        self._promote_due()
+        if self._startable:
+            return heapq.heappop(self._startable)[2]
+        return None
+
+    def next_due(self) -> float | None:
+        """When the earliest deferred task becomes startable (POSIX time)."""
+        return self._deferred[0][0] if self._deferred else None
+
+    def drain(self) -> list[Item]:
+        """Remove and return everything waiting."""
+        items = [entry[-1] for entry in self._startable + self._deferred]
+        self._startable.clear()
+        self._deferred.clear()
+        return items
+
+    def _promote_due(self) -> None:
+        now = time.time()
+        while self._deferred and self._deferred[0][0] <= now:
+            _, negative_priority, sequence, item = heapq.heappop(self._deferred)
+            heapq.heappush(self._startable, (negative_priority, sequence, item))

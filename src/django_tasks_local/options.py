@@ -1,0 +1,106 @@
+"""The ``OPTIONS`` a backend accepts, their defaults, and the system checks on them.
+
+Each backend class declares its options; ``parse_options`` returns the values
+to use and the problems found, as Django system check messages with stable ids:
+
+* ``django_tasks_local.E001``: an option the backend does not know.
+* ``django_tasks_local.E002``: an option with an invalid value.
+* ``django_tasks_local.E003``: options that cannot be combined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.core import checks
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    default: Any
+    # Returns an error message for a bad value, or None.
+    validate: Callable[[Any], str | None]
+    help: str
+
+
+def positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"must be a whole number of at least 1, not {value!r}"
+    return None
+
+
+def optional_positive_int(value: Any) -> str | None:
+    return None if value is None else positive_int(value)
+
+
+def optional_positive_number(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return f"must be a number of seconds above 0, or None, not {value!r}"
+    return None
+
+
+def boolean(value: Any) -> str | None:
+    if not isinstance(value, bool):
+        return f"must be True or False, not {value!r}"
+    return None
+
+
+def one_of(*choices: Any) -> Callable[[Any], str | None]:
+    def validate(value: Any) -> str | None:
+        if value not in choices:
+            listed = ", ".join(repr(choice) for choice in choices)
+            return f"must be one of {listed}, not {value!r}"
+        return None
+
+    return validate
+
+
+def parse_options(
+    alias: str, declared: Mapping[str, Option], given: Any
+) -> tuple[dict[str, Any], list[checks.CheckMessage]]:
+    """The values to use (defaults for what is missing or bad) and the errors."""
+    values = {name: option.default for name, option in declared.items()}
+    errors: list[checks.CheckMessage] = []
+    valid_names = ", ".join(sorted(declared))
+    if not isinstance(given, Mapping):
+        errors.append(
+            checks.Error(
+                f"TASKS[{alias!r}]['OPTIONS'] must be a dict, not {type(given).__name__}.",
+                hint=f"Valid options: {valid_names}.",
+                id="django_tasks_local.E002",
+            )
+        )
+        return values, errors
+    for name, value in given.items():
+        option = declared.get(name)
+        if option is None:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{alias!r}]['OPTIONS'] has an unknown option {name!r}.",
+                    hint=f"Valid options: {valid_names}.",
+                    id="django_tasks_local.E001",
+                )
+            )
+            continue
+        problem = option.validate(value)
+        if problem is not None:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{alias!r}]['OPTIONS'][{name!r}] {problem}.",
+                    hint=option.help,
+                    id="django_tasks_local.E002",
+                )
+            )
+            continue
+        values[name] = value
+    return values, errors
+
+
+def combination_error(alias: str, message: str, hint: str) -> checks.CheckMessage:
+    return checks.Error(
+        f"TASKS[{alias!r}]['OPTIONS']: {message}", hint=hint, id="django_tasks_local.E003"
+    )

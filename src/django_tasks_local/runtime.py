@@ -1,0 +1,412 @@
+"""The shared core behind every backend instance of one alias.
+
+Django makes one backend instance per thread; they all reach the same
+``Runtime`` (one executor, one store, one waiting line) through ``runtime_for``.
+One lock guards it all: public methods take it, ``_private`` ones assume it is
+held. Signals are sent and executors called outside the lock, so a slow
+receiver or a full pipe never blocks another thread's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable, Hashable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.dispatch import Signal
+from django.tasks import Task, TaskResult
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.utils import timezone
+
+from .dispatch import WaitingLine
+from .runner import Envelope, Outcome, capture_error, run_task
+from .serialization import Serializer
+from .states import FAILED, READY, RUNNING, SUCCESSFUL, transition
+from .store import ResultStore, snapshot
+
+logger = logging.getLogger("django_tasks_local")
+
+
+class BackendClosed(RuntimeError):
+    """The backend was closed; it takes no more tasks."""
+
+
+class NotStarted(Exception):
+    """Recorded on a task that was dropped before any worker started it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    alias: str
+    # The backend class: the sender of the task signals, as in Django's backends.
+    sender: type
+    create_executor: Callable[[], Executor]
+    serializer: Serializer
+    max_workers: int
+    max_results: int
+    enqueue_on_commit: bool
+
+
+class _CommitHook:
+    """Hands a task to the waiting line when its transaction commits.
+
+    Django keeps the only strong reference to it in the connection's on-commit
+    list; on rollback that list drops it, and the finalizer set in
+    ``Runtime._defer_to_commit`` forgets the result.
+    """
+
+    __slots__ = ("__weakref__", "envelope", "runtime")
+
+    def __init__(self, runtime: Runtime, envelope: Envelope) -> None:
+        self.runtime = runtime
+        self.envelope = envelope
+
+    def __call__(self) -> None:
+        self.runtime._release_committed(self.envelope)
+
+
+class Runtime:
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        # An RLock: a rollback can finalize a _CommitHook (and so re-enter)
+        # wherever the garbage collector happens to run.
+        self._lock = threading.RLock()
+        # Notified whenever a result settles (finished, signal sent) or vanishes.
+        self._settled = threading.Condition(self._lock)
+        # Notified when an earlier run_after arrives in the waiting line.
+        self._timer_wakeup = threading.Condition(self._lock)
+        self._store = ResultStore(config.max_results)
+        self._line: WaitingLine[Envelope] = WaitingLine()
+        self._executor: Executor | None = None
+        self._timer: threading.Thread | None = None
+        self._in_flight = 0
+        # Results whose task_finished is being sent: not settled yet.
+        self._finishing: set[str] = set()
+        # Results waiting for their transaction to commit.
+        self._uncommitted: set[str] = set()
+        self._closed = False
+
+    # -- the caller's side -------------------------------------------------
+
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        result = TaskResult(
+            task=task,
+            id=secrets.token_hex(16),
+            status=READY,
+            enqueued_at=timezone.now(),
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=args,
+            kwargs=kwargs,
+            backend=self.config.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        envelope = self.config.serializer.envelope(result, self.mark_started)
+        with self._lock:
+            if self._closed:
+                raise BackendClosed(
+                    f"Task backend {self.config.alias!r} is closed; it cannot "
+                    f"enqueue {task.module_path!r}."
+                )
+            self._store.add(result)
+            copy = snapshot(result)
+        # Sent before the task can start, so task_enqueued always comes first.
+        self._send(task_enqueued, copy)
+        connection = transaction.get_connection()
+        if self.config.enqueue_on_commit and connection.in_atomic_block:
+            self._defer_to_commit(envelope, connection)
+        else:
+            self._release(envelope)
+        return copy
+
+    def get_result(self, result_id: str) -> TaskResult:
+        with self._lock:
+            return snapshot(self._get_locked(result_id))
+
+    def wait_for_result(self, result_id: str, timeout: float | None) -> TaskResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                result = self._get_locked(result_id)
+                if result.is_finished and result_id not in self._finishing:
+                    return snapshot(result)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"Task result {result_id} did not finish within {timeout}s "
+                        f"(it is {result.status})."
+                    )
+                self._settled.wait(remaining)
+
+    def wait_until_idle(self, timeout: float | None) -> None:
+        def idle() -> bool:
+            return self._store.unfinished_count == 0 and not self._finishing
+
+        with self._lock:
+            if not self._settled.wait_for(idle, timeout):
+                raise TimeoutError(
+                    f"Task backend {self.config.alias!r} still had "
+                    f"{self._store.unfinished_count} unfinished tasks after {timeout}s."
+                )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking tasks; drop the ones not started; let running ones finish.
+
+        Waits up to ``timeout`` seconds (None: as long as it takes) for the
+        running tasks. Closing twice does nothing more.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            dropped = self._line.drain()
+            executor, self._executor = self._executor, None
+            self._timer_wakeup.notify_all()
+        if dropped:
+            logger.warning(
+                "Task backend %r closed with %d tasks that never started; they "
+                "were dropped.",
+                self.config.alias,
+                len(dropped),
+            )
+        error = capture_error(NotStarted("The task backend closed before it started."))
+        for envelope in dropped:
+            outcome = Outcome(None, None, timezone.now(), error=error)
+            self._finish(envelope, outcome, was_in_flight=False)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        try:
+            self.wait_until_idle(timeout)
+        except TimeoutError:
+            logger.warning(
+                "Task backend %r closed while tasks were still running.",
+                self.config.alias,
+            )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- the worker's side -------------------------------------------------
+
+    def mark_started(self, result_id: str, worker_id: str, started_at: datetime) -> None:
+        """The worker reports that the task body is starting now."""
+        with self._lock:
+            result = self._store.get(result_id)
+            if result.status != READY:
+                return
+            self._start_locked(result, worker_id, started_at)
+            copy = snapshot(result)
+        self._send(task_started, copy)
+
+    def _on_done(self, envelope: Envelope, future: Future[Outcome]) -> None:
+        try:
+            outcome = future.result()
+        except BaseException as exc:  # the executor failed, not the task
+            outcome = Outcome(None, None, timezone.now(), error=capture_error(exc))
+        self._finish(envelope, outcome, was_in_flight=True)
+
+    def _finish(self, envelope: Envelope, outcome: Outcome, *, was_in_flight: bool) -> None:
+        """Apply the one final transition, then start what the freed worker can."""
+        result_id = envelope.result_id
+        started = None
+        with self._lock:
+            result = self._store.get(result_id)
+            if (
+                result.status == READY
+                and outcome.worker_id is not None
+                and outcome.started_at is not None
+            ):
+                # The worker could not report its start live (another process
+                # with no channel back): apply it now, with its true time.
+                self._start_locked(result, outcome.worker_id, outcome.started_at)
+                started = snapshot(result)
+            if outcome.error is None:
+                transition(
+                    result,
+                    SUCCESSFUL,
+                    finished_at=outcome.finished_at,
+                    _return_value=outcome.return_value,
+                )
+            else:
+                transition(
+                    result,
+                    FAILED,
+                    finished_at=outcome.finished_at,
+                    errors=[*result.errors, outcome.error],
+                )
+            finished = snapshot(result)
+            self._finishing.add(result_id)
+            self._store.finished(result_id)
+            batch = []
+            if was_in_flight:
+                self._in_flight -= 1
+                batch = self._take_startable_locked()
+        # The next task starts before this one's signals are sent.
+        self._submit(batch)
+        try:
+            if started is not None:
+                self._send(task_started, started)
+            self._send(task_finished, finished)
+        finally:
+            with self._lock:
+                self._finishing.discard(result_id)
+                self._settled.notify_all()
+
+    # -- the waiting line --------------------------------------------------
+
+    def _release(self, envelope: Envelope) -> None:
+        task = envelope.task
+        with self._lock:
+            if self._closed:
+                return
+            self._line.push(envelope, task.priority, task.run_after)
+            if task.run_after is not None:
+                self._ensure_timer_locked()
+            batch = self._take_startable_locked()
+        self._submit(batch)
+
+    def _take_startable_locked(self) -> list[tuple[Executor, Envelope]]:
+        """Take what free workers can start now, counting it as in flight."""
+        batch = []
+        while not self._closed and self._in_flight < self.config.max_workers:
+            envelope = self._line.pop()
+            if envelope is None:
+                break
+            self._in_flight += 1
+            batch.append((self._executor_locked(), envelope))
+        return batch
+
+    def _submit(self, batch: list[tuple[Executor, Envelope]]) -> None:
+        for executor, envelope in batch:
+            try:
+                future = executor.submit(run_task, envelope)
+            except BaseException as exc:
+                # A broken or shut-down executor is replaced for the tasks after.
+                with self._lock:
+                    if self._executor is executor:
+                        self._executor = None
+                outcome = Outcome(None, None, timezone.now(), error=capture_error(exc))
+                self._finish(envelope, outcome, was_in_flight=True)
+            else:
+                future.add_done_callback(partial(self._on_done, envelope))
+
+    def _executor_locked(self) -> Executor:
+        if self._executor is None:
+            self._executor = self.config.create_executor()
+        return self._executor
+
+    def _ensure_timer_locked(self) -> None:
+        """One thread per runtime sleeps until the next run_after, however many."""
+        if self._timer is None:
+            self._timer = threading.Thread(
+                target=self._run_timer,
+                name=f"django-tasks-local-{self.config.alias}-timer",
+                daemon=True,
+            )
+            self._timer.start()
+        else:
+            self._timer_wakeup.notify_all()
+
+    def _run_timer(self) -> None:
+        while True:
+            with self._lock:
+                due = self._line.next_due()
+                while not self._closed and (due is None or due > time.time()):
+                    self._timer_wakeup.wait(None if due is None else due - time.time())
+                    due = self._line.next_due()
+                if self._closed:
+                    return
+                batch = self._take_startable_locked()
+            self._submit(batch)
+
+    # -- on-commit hand-off ------------------------------------------------
+
+    def _defer_to_commit(self, envelope: Envelope, connection: Any) -> None:
+        hook = _CommitHook(self, envelope)
+        with self._lock:
+            self._uncommitted.add(envelope.result_id)
+        weakref.finalize(hook, self._forget_uncommitted, envelope.result_id)
+        connection.on_commit(hook)
+
+    def _release_committed(self, envelope: Envelope) -> None:
+        with self._lock:
+            self._uncommitted.discard(envelope.result_id)
+        self._release(envelope)
+
+    def _forget_uncommitted(self, result_id: str) -> None:
+        """The enqueue was rolled back: the result vanishes with it."""
+        with self._lock:
+            if result_id in self._uncommitted:
+                self._uncommitted.discard(result_id)
+                self._store.discard(result_id)
+                self._settled.notify_all()
+
+    # -- helpers -----------------------------------------------------------
+
+    def _get_locked(self, result_id: str) -> TaskResult:
+        if not isinstance(result_id, str):
+            raise TaskResultDoesNotExist(
+                f"{result_id!r} is not a task result id: ids are str, not "
+                f"{type(result_id).__name__}."
+            )
+        return self._store.get(result_id)
+
+    def _start_locked(self, result: TaskResult, worker_id: str, started_at: datetime) -> None:
+        transition(
+            result,
+            RUNNING,
+            started_at=started_at,
+            last_attempted_at=started_at,
+            worker_ids=[*result.worker_ids, worker_id],
+        )
+
+    def _send(self, signal: Signal, result: TaskResult) -> None:
+        # send_robust: a failing receiver must not lose the task or wedge a
+        # worker. Django's dispatcher already logs what a receiver raised.
+        signal.send_robust(sender=self.config.sender, task_result=result)
+
+
+# -- the registry: one runtime per backend alias and settings, per process --
+
+_registry: dict[Hashable, Runtime] = {}
+_registry_lock = threading.Lock()
+
+
+def runtime_for(key: Hashable, config: Callable[[], RuntimeConfig]) -> Runtime:
+    runtime = _registry.get(key)
+    if runtime is None:
+        with _registry_lock:
+            runtime = _registry.get(key)
+            if runtime is None:
+                runtime = _registry[key] = Runtime(config())
+    return runtime
+
+
+def all_runtimes() -> list[Runtime]:
+    with _registry_lock:
+        return list(_registry.values())
+
+
+def _forget_inherited_runtimes() -> None:
+    # A forked child (gunicorn --preload) has copies of the parent's runtimes
+    # but none of their threads or worker processes: it starts afresh.
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _registry.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_runtimes)
