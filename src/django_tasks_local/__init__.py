@@ -12,6 +12,7 @@ from .context import current_result_id
 from .pool import ProcessPool, TaskTimedOut, WorkerCrashed
 from .runtime import BackendClosed
 from .serialization import InProcessSerializer, PickleSerializer, Serializer
+from .waiting import await_result, wait
 
 __all__ = [
     "BackendClosed",
@@ -24,5 +25,7 @@ __all__ = [
     "TaskTimedOut",
     "ThreadPoolBackend",
     "WorkerCrashed",
+    "await_result",
     "current_result_id",
+    "wait",
 ]

@@ -11,12 +11,9 @@ import heapq
 import itertools
 import time
 from datetime import datetime
-from typing import Generic, TypeVar
-
-Item = TypeVar("Item")
 
 
-class WaitingLine(Generic[Item]):
+class WaitingLine[Item]:
     def __init__(self) -> None:
         # (-priority, sequence, item): heapq pops the smallest, so the highest
         # priority first and, among equals, the one enqueued first.
@@ -41,7 +38,7 @@ class WaitingLine(Generic[Item]):
 
     def pop(self) -> Item | None:
         """The next task that may start now, or None."""
-        self._promote_due()
+        self.promote_due()
         if self._startable:
             return heapq.heappop(self._startable)[2]
         return None
@@ -57,7 +54,12 @@ class WaitingLine(Generic[Item]):
         self._deferred.clear()
         return items
 
-    def _promote_due(self) -> None:
+    def promote_due(self) -> None:
+        """Move the deferred tasks whose run_after has come among the startable ones.
+
+        ``pop`` does it too; a timer calls it when no worker is free, so that
+        ``next_due`` moves on to the next run_after still ahead.
+        """
         now = time.time()
         while self._deferred and self._deferred[0][0] <= now:
             _, negative_priority, sequence, item = heapq.heappop(self._deferred)

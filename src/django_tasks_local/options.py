@@ -14,11 +14,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core import checks
 
 
 @dataclass(frozen=True, slots=True)
 class Option:
+    """One entry of a backend's ``declared_options``; ``help`` is a check error's hint."""
+
     default: Any
     # Returns an error message for a bad value, or None.
     validate: Callable[[Any], str | None]
@@ -43,10 +46,19 @@ def optional_positive_number(value: Any) -> str | None:
     return None
 
 
-def boolean(value: Any) -> str | None:
-    if not isinstance(value, bool):
-        return f"must be True or False, not {value!r}"
+def non_negative_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return f"must be a number of seconds, 0 or more, not {value!r}"
     return None
+
+
+def boolean_or_database(value: Any) -> str | None:
+    if isinstance(value, bool) or (
+        isinstance(value, str) and value in settings.DATABASES
+    ):
+        return None
+    aliases = ", ".join(repr(alias) for alias in settings.DATABASES)
+    return f"must be True, False or a database alias ({aliases}), not {value!r}"
 
 
 def one_of(*choices: Any) -> Callable[[Any], str | None]:

@@ -1,37 +1,76 @@
 """ProcessPool: a process pool executor that tells what really happens in its children.
 
 ``concurrent.futures.ProcessPoolExecutor`` marks a call running when it is
-queued to the pipe, and one crashed child breaks the whole pool. Here each
-child has its own pipe, so the parent knows which child runs which call:
+queued to a pipe, and one crashed child breaks the whole pool. Here each child
+has its own pipe, so the parent knows which child runs which call:
 
+* a child sets Django up (``django.setup()``, or in a forked child: letting go
+  of the parent's database connections) before it takes its first call;
 * a child reports the true start of each task (through ``on_started``);
-* a child that dies fails only the call it had started; a call it had not
-  started goes to another child;
-* a call running past ``timeout`` seconds has its child killed;
-* a child is replaced after ``max_tasks_per_child`` calls.
+* a child that dies fails only the call it had started (``WorkerCrashed``); a
+  call it had not started goes to another child, once;
+* a call running past ``timeout`` seconds has its child killed (``TaskTimedOut``);
+* a child is replaced after ``max_tasks_per_child`` calls;
+* a task that enqueues a task from a child has the parent's backend run it.
 
-One supervisor thread reads every child's pipe, so a task's start is always
-handled before its end.
+Threads. ``submit`` and ``shutdown`` only touch the waiting calls and the
+flags, under the lock, then wake the supervisor. The supervisor thread alone
+starts, feeds, reads and reaps the children, so a child's state is never
+shared between threads; and since it reads every pipe, a task's start is
+always handled before its end. Futures are resolved with no lock held.
+
+Protocol. One duplex pipe per child; every message is a pickled tuple whose
+first item names it.
+
+Parent to child:
+
+* ``("call", fn, args, kwargs)``: run ``fn(*args, **kwargs)``. Sent only to a
+  ready child with no call.
+* ``("enqueued", enqueued_at, error)``: the answer to ``"enqueue"``; ``error``
+  is None or the exception the parent's backend raised.
+* ``("stop",)``: exit. Sent only to a child with no call.
+
+Child to parent:
+
+* ``("ready",)``: Django is set up; the child takes calls.
+* ``("failed", traceback)``: setting up failed; the child exits.
+* ``("started", info)``: a task body starts; ``info`` are the ``on_started`` arguments.
+* ``("done", ok, value)``: the call returned ``value`` (``ok``), or failed and
+  ``value`` is the formatted traceback.
+* ``("enqueue", alias, envelope)``: the running task enqueued a task on the
+  backend ``alias``; the child waits for ``"enqueued"``.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import secrets
 import signal
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
+from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from traceback import format_exception
 from typing import Any
 
+from django.tasks import Task, TaskResult
+from django.utils import timezone
+
 from . import runner
+from .runner import Envelope, TaskReference
+from .serialization import PickleSerializer
+from .states import READY
+from .store import new_result
 
 logger = logging.getLogger("django_tasks_local")
 
@@ -50,18 +89,19 @@ class TaskTimedOut(Exception):
 
 
 class WorkerError(Exception):
-    """A worker process could not run a call or could not send back its result."""
+    """A worker process could not run a call, start, or send back its result."""
 
 
 @dataclass(eq=False)
 class _Call:
     future: Future[Any]
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    # Set when the child reports that the task body started.
+    # The pickled ("call", fn, args, kwargs) message, made by submit().
+    message: bytes
+    # The future is marked running (set_running_or_notify_cancel succeeded).
+    claimed: bool = False
+    # The child reported that the task body started.
     started: bool = False
-    # Times it was handed to a fresh child after its child died before starting it.
+    # Times it was handed on after its child died before starting it.
     retries: int = 0
 
 
@@ -69,12 +109,20 @@ class _Call:
 class _Child:
     process: BaseProcess
     conn: Connection
+    ready: bool = False
     call: _Call | None = None
     calls_done: int = 0
     deadline: float | None = None
+    # Told to stop, or killed: it takes no more calls.
+    stopping: bool = False
     timed_out: bool = False
-    exiting: bool = False
-    pending_messages: list[Any] = field(default_factory=list)
+    # The pipe reached its end: only the sentinel is left to wait for.
+    eof: bool = False
+    setup_error: str | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and self.call is None and not self.stopping
 
 
 class ProcessPool(Executor):
@@ -87,186 +135,251 @@ class ProcessPool(Executor):
         timeout: float | None = None,
         max_tasks_per_child: int | None = None,
     ) -> None:
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, not {max_workers!r}.")
         context = multiprocessing.get_context(mp_context)
         if max_tasks_per_child is not None and context.get_start_method() == "fork":
-            raise ValueError("max_tasks_per_child cannot be used with the 'fork' start method.")
+            raise ValueError(
+                "max_tasks_per_child cannot be used with the 'fork' start method."
+            )
         self._context = context
         self._max_workers = max_workers
         self._on_started = on_started
         self._timeout = timeout
         self._max_tasks_per_child = max_tasks_per_child
+        # Guards the four attributes below; the supervisor owns everything else.
         self._lock = threading.Lock()
-        self._pending: deque[_Call] = deque()
-        self._children: list[_Child] = []
-        self._idle: list[_Child] = []
+        self._waiting: deque[_Call] = deque()
         self._shutdown = False
+        self._terminate = False
+        self._broken: str | None = None
+        self._children: list[_Child] = []
         self._wakeup_reader, self._wakeup_writer = socket.socketpair()
-        self._supervisor: threading.Thread | None = None
+        # A full buffer already means "wake up": never block on it.
+        self._wakeup_writer.setblocking(False)
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="django-tasks-local-pool", daemon=True
+        )
+        self._supervisor.start()
 
     # -- Executor API ------------------------------------------------------
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
         future: Future[Any] = Future()
+        # Pickled here, in the caller's thread: a call that cannot be sent
+        # fails alone, before any child sees it.
+        try:
+            message = bytes(ForkingPickler.dumps(("call", fn, args, kwargs)))
+        except Exception as exc:
+            error = WorkerError(f"The call cannot be sent to a worker process: {exc!r}")
+            error.__cause__ = exc
+            message = b""
         with self._lock:
+            if self._broken is not None:
+                raise BrokenExecutor(f"The process pool is broken: {self._broken}")
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._pending.append(_Call(future, fn, args, kwargs))
-            self._assign_locked()
-            if self._supervisor is None:
-                self._supervisor = threading.Thread(
-                    target=self._supervise, name="django-tasks-local-pool", daemon=True
-                )
-                self._supervisor.start()
+            if message:
+                self._waiting.append(_Call(future, message))
+        if not message:
+            future.set_exception(error)
+            return future
         self._wake()
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more calls; stop each child once the calls waiting for one are done."""
         with self._lock:
             self._shutdown = True
+            cancelled = list(self._waiting) if cancel_futures else []
             if cancel_futures:
-                while self._pending:
-                    self._pending.popleft().future.cancel()
-            self._assign_locked()
-            supervisor = self._supervisor
+                self._waiting.clear()
+        for call in cancelled:
+            _cancel(call)
         self._wake()
-        if wait and supervisor is not None:
-            supervisor.join()
+        if wait and threading.current_thread() is not self._supervisor:
+            self._supervisor.join()
 
     def terminate(self) -> None:
-        """Kill every child now; calls they were running fail as crashed."""
-        self.shutdown(wait=False, cancel_futures=True)
+        """Kill every child now; the calls they were running fail as crashed."""
         with self._lock:
-            children = list(self._children)
-        for child in children:
-            child.process.kill()
+            self._terminate = True
+        self.shutdown(wait=False, cancel_futures=True)
 
     @property
     def worker_pids(self) -> list[int]:
-        with self._lock:
-            return [child.process.pid for child in self._children if child.process.pid]
+        """The pids of the children alive now (a copy: the supervisor changes the list)."""
+        return [
+            child.process.pid for child in list(self._children) if child.process.pid
+        ]
 
-    # -- assigning calls (lock held) ----------------------------------------
+    # -- the supervisor thread ---------------------------------------------
 
-    def _assign_locked(self) -> None:
-        while self._pending:
-            if self._idle:
-                child = self._idle.pop()
-            elif len(self._children) < self._max_workers:
-                child = self._spawn_locked()
-            else:
-                break
-            call = self._pending.popleft()
-            if call.retries == 0 and not call.future.set_running_or_notify_cancel():
-                self._idle.append(child)
-                continue
-            self._send_locked(child, call)
-        if self._shutdown and not self._pending:
-            for child in self._idle:
-                self._stop_locked(child)
-            self._idle.clear()
+    def _wake(self) -> None:
+        # Full (a wake-up is pending anyway) or closed: nothing to do.
+        with suppress(OSError):
+            self._wakeup_writer.send(b"\0")
 
-    def _send_locked(self, child: _Child, call: _Call) -> None:
-        child.call = call
+    def _supervise(self) -> None:
         try:
-            child.conn.send((call.fn, call.args, call.kwargs))
-        except OSError:
-            # The child is gone; its sentinel will say so and the call, which
-            # never started, goes to another child.
-            pass
-        except Exception as exc:
-            child.call = None
-            self._idle.append(child)
-            call.future.set_exception(
-                WorkerError(f"The call could not be sent to a worker process: {exc!r}")
+            while True:
+                self._dispatch()
+                with self._lock:
+                    finished = self._shutdown and not self._waiting
+                if finished and not self._children:
+                    return
+                self._wait_for_events()
+        except BaseException as exc:
+            logger.exception(
+                "The process pool's supervisor failed; the pool is broken."
             )
+            self._break(exc)
+        finally:
+            self._wakeup_reader.close()
+            self._wakeup_writer.close()
 
-    def _spawn_locked(self) -> _Child:
+    def _dispatch(self) -> None:
+        """Hand waiting calls to idle children; start and stop children as needed."""
+        with self._lock:
+            terminate, self._terminate = self._terminate, False
+        if terminate:
+            for child in self._children:
+                child.stopping = True
+                child.process.kill()
+        for child in self._children:
+            if not child.idle:
+                continue
+            with self._lock:
+                call = self._waiting.popleft() if self._waiting else None
+            if call is None:
+                break
+            self._send(child, call)
+        with self._lock:
+            waiting, shutdown = len(self._waiting), self._shutdown
+        active = [child for child in self._children if not child.stopping]
+        starting = sum(1 for child in active if not child.ready)
+        # Each waiting call beyond those that starting children will take
+        # gets a new child, up to max_workers.
+        for _ in range(min(waiting - starting, self._max_workers - len(active))):
+            if not self._spawn():
+                break
+        if shutdown and not waiting:
+            for child in active:
+                if child.call is None:
+                    self._stop(child)
+
+    def _send(self, child: _Child, call: _Call) -> None:
+        if not _claim(call):
+            return  # cancelled while it waited
+        child.call = call
+        # If the child is gone, its sentinel says so, and _reap hands the
+        # call, which did not start, to another child.
+        with suppress(OSError):
+            child.conn.send_bytes(call.message)
+
+    def _spawn(self) -> bool:
         parent_conn, child_conn = self._context.Pipe()
-        process = self._context.Process(
+        # A forked child gets a copy of every pipe end the parent holds; it
+        # closes them, so that each child sees its pipe end when the parent dies.
+        inherited = []
+        if self._context.get_start_method() == "fork":
+            inherited = [parent_conn, *(child.conn for child in self._children)]
+        # Every concrete context has Process; BaseContext's stub does not say so.
+        process: BaseProcess = self._context.Process(  # type: ignore[attr-defined]
             target=_child_main,
-            args=(child_conn, self._max_tasks_per_child),
+            args=(child_conn, inherited),
             name="django-tasks-local-worker",
             daemon=True,
         )
-        process.start()
-        child_conn.close()
-        child = _Child(process, parent_conn)
-        self._children.append(child)
-        return child
-
-    def _stop_locked(self, child: _Child) -> None:
-        if not child.exiting:
-            child.exiting = True
-            try:
-                child.conn.send(None)
-            except OSError:
-                pass
-
-    # -- the supervisor thread --------------------------------------------
-
-    def _wake(self) -> None:
         try:
-            self._wakeup_writer.send(b"\0")
-        except OSError:
-            pass
+            process.start()
+        except Exception as exc:
+            parent_conn.close()
+            logger.exception("A worker process could not be started.")
+            self._fail_waiting(
+                WorkerError(f"A worker process could not be started: {exc!r}")
+            )
+            return False
+        finally:
+            child_conn.close()
+        self._children.append(_Child(process, parent_conn))
+        return True
 
-    def _supervise(self) -> None:
-        while True:
-            with self._lock:
-                if self._shutdown and not self._children and not self._pending:
-                    return
-                by_conn = {child.conn: child for child in self._children}
-                by_sentinel = {child.process.sentinel: child for child in self._children}
-                deadlines = [c.deadline for c in self._children if c.deadline is not None]
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            ready = wait([self._wakeup_reader, *by_conn, *by_sentinel], timeout)
-            if self._wakeup_reader in ready:
-                self._wakeup_reader.recv(4096)
-            for conn in ready:
-                if conn in by_conn:
-                    self._receive(by_conn[conn])  # type: ignore[index]
-            for sentinel in ready:
-                if sentinel in by_sentinel:
-                    self._reap(by_sentinel[sentinel])  # type: ignore[index]
-            self._enforce_timeouts()
+    def _stop(self, child: _Child) -> None:
+        child.stopping = True
+        with suppress(OSError):  # already gone
+            child.conn.send(("stop",))
+
+    def _wait_for_events(self) -> None:
+        conns = {child.conn: child for child in self._children if not child.eof}
+        sentinels = {child.process.sentinel: child for child in self._children}
+        deadlines = [
+            child.deadline for child in self._children if child.deadline is not None
+        ]
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        ready = wait([self._wakeup_reader, *conns, *sentinels], timeout)
+        if self._wakeup_reader in ready:
+            self._wakeup_reader.recv(4096)
+        # Messages before deaths: a child's last words come before its end.
+        for item in ready:
+            if isinstance(item, Connection) and item in conns:
+                self._receive(conns[item])
+        for item in ready:
+            if isinstance(item, int) and item in sentinels:
+                self._reap(sentinels[item])
+        self._enforce_timeouts()
 
     def _receive(self, child: _Child) -> None:
-        while True:
+        """Handle every message the child has sent so far."""
+        while not child.eof:
             try:
                 if not child.conn.poll():
                     return
-                message = child.conn.recv()
+                data = child.conn.recv_bytes()
             except (EOFError, OSError):
+                child.eof = True
                 return
-            if message[0] == "started":
-                self._handle_started(child, message[1])
-            else:
-                self._handle_done(child, ok=message[1], value=message[2])
+            try:
+                message = ForkingPickler.loads(data)
+            except Exception as exc:
+                message = ("done", False, f"The result could not be read back: {exc!r}")
+            self._handle(child, message)
 
-    def _handle_started(self, child: _Child, started: tuple[str, str, Any]) -> None:
-        with self._lock:
+    def _handle(self, child: _Child, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ready":
+            child.ready = True
+        elif kind == "failed":
+            child.setup_error = message[1]
+        elif kind == "started":
             if child.call is not None:
                 child.call.started = True
             if self._timeout is not None:
                 child.deadline = time.monotonic() + self._timeout
-        if self._on_started is not None:
-            try:
-                self._on_started(*started)
-            except Exception:
-                logger.exception("Reporting a task's start failed.")
+            if self._on_started is not None:
+                try:
+                    self._on_started(*message[1])
+                except Exception:
+                    logger.exception("Reporting a task's start failed.")
+        elif kind == "done":
+            self._handle_done(child, ok=message[1], value=message[2])
+        elif kind == "enqueue":
+            self._answer(child, _enqueue_in_this_process(*message[1:]))
+        else:
+            logger.error("A worker process sent an unknown message %r.", kind)
 
     def _handle_done(self, child: _Child, ok: bool, value: Any) -> None:
-        with self._lock:
-            call, child.call = child.call, None
-            child.deadline = None
-            child.calls_done += 1
-            if self._max_tasks_per_child is not None and (
-                child.calls_done >= self._max_tasks_per_child
-            ):
-                child.exiting = True  # it leaves by itself; _reap replaces it
-            else:
-                self._idle.append(child)
-            self._assign_locked()
+        call, child.call = child.call, None
+        child.deadline = None
+        child.calls_done += 1
+        if (
+            self._max_tasks_per_child is not None
+            and child.calls_done >= self._max_tasks_per_child
+            and not child.stopping
+        ):
+            self._stop(child)  # _reap forgets it; _dispatch starts another when needed
         if call is None:
             return
         if ok:
@@ -274,43 +387,94 @@ class ProcessPool(Executor):
         else:
             call.future.set_exception(WorkerError(value))
 
+    def _answer(self, child: _Child, reply: tuple[Any, ...]) -> None:
+        try:
+            child.conn.send(reply)
+        except OSError:
+            pass  # the child is gone
+        except Exception as exc:  # the error itself cannot be pickled
+            child.conn.send(("enqueued", None, WorkerError(f"{reply[2]!r} ({exc!r})")))
+
     def _reap(self, child: _Child) -> None:
+        """The child has ended: settle its call and forget it."""
         self._receive(child)  # whatever it sent before it ended
-        child.process.join(timeout=1)
-        with self._lock:
-            self._children.remove(child)
-            if child in self._idle:
-                self._idle.remove(child)
-            call, child.call = child.call, None
-            error: BaseException | None = None
-            if call is not None:
-                if not call.started and call.retries < 1 and not child.timed_out:
-                    call.retries += 1
-                    self._pending.appendleft(call)
-                elif child.timed_out:
-                    error = TaskTimedOut(
-                        f"The task ran longer than TIMEOUT ({self._timeout}s); its "
-                        f"worker process (pid {child.process.pid}) was killed."
-                    )
-                else:
-                    error = WorkerCrashed(
-                        f"The worker process (pid {child.process.pid}) running the "
-                        f"task {_describe_exit(child.process.exitcode)}."
-                    )
-            self._assign_locked()
+        child.process.join()  # it has ended: this only collects the exit code
         child.conn.close()
-        if call is not None and error is not None:
-            call.future.set_exception(error)
+        self._children.remove(child)
+        call, child.call = child.call, None
+        if not child.ready and not child.stopping:
+            # It died setting up. Another child would most likely fail the
+            # same way, so the calls waiting for it fail rather than loop.
+            reason = f"A worker process (pid {child.process.pid}) could not start: it "
+            reason += _describe_exit(child.process.exitcode) + "."
+            if child.setup_error:
+                reason += "\n" + child.setup_error
+            self._fail_waiting(WorkerError(reason))
+        if call is None:
+            return
+        if child.timed_out:
+            error: Exception = TaskTimedOut(
+                f"The task ran longer than its timeout of {self._timeout}s; its "
+                f"worker process (pid {child.process.pid}) was killed."
+            )
+        elif not call.started and call.retries < 1 and not child.stopping:
+            # It died before the task started (not killed by terminate()):
+            # not the task's fault, so it gets another child, once.
+            call.retries += 1
+            with self._lock:
+                self._waiting.appendleft(call)
+            return
+        else:
+            error = WorkerCrashed(
+                f"The worker process (pid {child.process.pid}) running the task "
+                f"{_describe_exit(child.process.exitcode)}."
+            )
+        call.future.set_exception(error)
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()
-        with self._lock:
-            late = [c for c in self._children if c.deadline is not None and c.deadline <= now]
-            for child in late:
+        for child in self._children:
+            if child.deadline is not None and child.deadline <= now:
                 child.deadline = None
-                child.timed_out = True
-        for child in late:
+                child.timed_out = child.stopping = True
+                child.process.kill()
+
+    def _fail_waiting(self, error: Exception) -> None:
+        with self._lock:
+            calls = list(self._waiting)
+            self._waiting.clear()
+        for call in calls:
+            if _claim(call):
+                call.future.set_exception(error)
+
+    def _break(self, exc: BaseException) -> None:
+        """The supervisor failed: fail every call and kill every child."""
+        with self._lock:
+            self._broken = f"{type(exc).__name__}: {exc}"
+        error = BrokenExecutor(f"The process pool is broken: {self._broken}")
+        self._fail_waiting(error)
+        for child in self._children:
             child.process.kill()
+            if child.call is not None and not child.call.future.done():
+                child.call.future.set_exception(error)
+
+
+def _claim(call: _Call) -> bool:
+    """Mark the call's future running, once; False if it was cancelled."""
+    if not call.claimed:
+        if not call.future.set_running_or_notify_cancel():
+            return False
+        call.claimed = True
+    return True
+
+
+def _cancel(call: _Call) -> None:
+    # A call handed on after its child died is already running: it cannot be
+    # cancelled, so it fails the same way.
+    if not call.future.cancel():
+        call.future.set_exception(
+            CancelledError("The pool shut down before it could run.")
+        )
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -325,37 +489,178 @@ def _describe_exit(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+def _enqueue_in_this_process(alias: str, envelope: Envelope) -> tuple[Any, ...]:
+    """Run a task that a child's task enqueued on this process's backend ``alias``."""
+    from django.tasks import task_backends
+
+    from .backends.base import ExecutorBackend
+
+    try:
+        backend = task_backends[alias]
+        if not isinstance(backend, ExecutorBackend):
+            raise TypeError(
+                f"Task backend {alias!r} is not a django-tasks-local backend here."
+            )
+        task = envelope.task
+        if isinstance(task, TaskReference):
+            task = task.resolve()
+        backend.validate_task(task)
+        result = backend.runtime.enqueue(
+            task, envelope.args, envelope.kwargs, result_id=envelope.result_id
+        )
+    except Exception as exc:
+        return ("enqueued", None, exc)
+    return ("enqueued", result.enqueued_at, None)
+
+
 # -- inside the child ------------------------------------------------------
 
 
-def _child_main(conn: Connection, max_calls: int | None) -> None:
+class _ParentChannel:
+    """The child's end of its pipe: the task loop and enqueuing tasks share it."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            self.conn.send(message)
+
+    def ask(self, message: tuple[Any, ...]) -> Any:
+        # Only the answer can arrive while a task runs: the parent sends a
+        # call or "stop" to a child with no call.
+        with self._lock:
+            self.conn.send(message)
+            return self.conn.recv()
+
+
+# Set in a worker process: its way to the parent.
+_parent: _ParentChannel | None = None
+
+
+def in_worker_process() -> bool:
+    """Whether this process is a ProcessPool worker."""
+    return _parent is not None
+
+
+def enqueue_in_parent(
+    alias: str,
+    task: Task[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    on_commit_of: str | None,
+) -> TaskResult[..., Any]:
+    """Enqueue from a worker process: the parent's backend ``alias`` runs and stores the task.
+
+    Inside ``transaction.atomic()`` on the database ``on_commit_of``, the task
+    reaches the parent when the transaction commits, and never if it rolls back.
+    """
+    from django.db import transaction
+
+    envelope = Envelope(
+        secrets.token_hex(16),
+        TaskReference.from_task(task),
+        args,
+        kwargs,
+        timezone.now(),
+    )
+    # Raises ValueError, as an enqueue in the parent would, for arguments
+    # that cannot be pickled.
+    PickleSerializer().check_picklable(envelope, task)
+    connection = (
+        None if on_commit_of is None else transaction.get_connection(on_commit_of)
+    )
+    if connection is not None and connection.in_atomic_block:
+        connection.on_commit(lambda: _send_enqueue(alias, envelope))
+        enqueued_at = envelope.enqueued_at
+    else:
+        enqueued_at = _send_enqueue(alias, envelope)
+    return new_result(
+        task=task,
+        id=envelope.result_id,
+        status=READY,
+        enqueued_at=enqueued_at,
+        started_at=None,
+        last_attempted_at=None,
+        finished_at=None,
+        args=args,
+        kwargs=kwargs,
+        backend=alias,
+        errors=[],
+        worker_ids=[],
+    )
+
+
+def _send_enqueue(alias: str, envelope: Envelope) -> datetime:
+    assert _parent is not None, "only a worker process forwards enqueues"
+    try:
+        _, enqueued_at, error = _parent.ask(("enqueue", alias, envelope))
+    except (EOFError, OSError) as exc:
+        raise WorkerError(
+            "The worker process lost its parent; the task was not enqueued."
+        ) from exc
+    if error is not None:
+        raise error
+    return enqueued_at  # type: ignore[no-any-return]
+
+
+def _child_main(conn: Connection, inherited: list[Connection]) -> None:
+    global _parent
     # Ctrl-C in a terminal reaches the whole process group: let the parent
     # decide what happens to its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _prepare_django()
-    runner.set_process_start_reporter(
-        lambda *started: conn.send(("started", started))
-    )
-    calls = 0
-    while max_calls is None or calls < max_calls:
+    _exit_with_parent()
+    for other in inherited:
+        other.close()
+    _parent = channel = _ParentChannel(conn)
+    try:
+        _prepare_django()
+    except BaseException as exc:
+        channel.send(("failed", "".join(format_exception(exc))))
+        raise
+    runner.set_process_start_reporter(lambda *info: channel.send(("started", info)))
+    channel.send(("ready",))
+    while True:
         try:
-            message = conn.recv()
+            data = conn.recv_bytes()
         except EOFError:
-            return
-        if message is None:
-            return
-        fn, args, kwargs = message
+            return  # the parent is gone
         try:
+            message = ForkingPickler.loads(data)
+            if message[0] == "stop":
+                return
+            _, fn, args, kwargs = message
             reply = ("done", True, fn(*args, **kwargs))
         except BaseException as exc:
             reply = ("done", False, "".join(format_exception(exc)))
         try:
-            conn.send(reply)
+            channel.send(reply)
+        except OSError:
+            return  # the parent is gone
         except Exception as exc:
-            conn.send(
-                ("done", False, f"The result could not be sent back ({type(exc).__name__}: {exc}).")
-            )
-        calls += 1
+            channel.send(("done", False, f"The result could not be sent back: {exc!r}"))
+
+
+def _exit_with_parent() -> None:
+    """Leave as soon as the parent dies, even in the middle of a task.
+
+    No one is left to take the result, and a parent killed outright (SIGKILL,
+    as runserver's autoreloader does to its child) runs no exit hook: without
+    this, a hung task would keep its orphaned worker alive forever.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(
+        target=watch, name="django-tasks-local-parent-watch", daemon=True
+    ).start()
 
 
 def _prepare_django() -> None:
@@ -370,4 +675,4 @@ def _prepare_django() -> None:
     _inherited_connections.extend(connections.all(initialized_only=True))
     from asgiref.local import Local
 
-    connections._connections = Local(connections.thread_critical)
+    connections._connections = Local(connections.thread_critical)  # type: ignore[attr-defined]

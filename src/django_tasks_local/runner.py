@@ -20,11 +20,11 @@ from django.db import close_old_connections
 from django.tasks import Task, TaskContext, TaskResult
 from django.tasks.base import TaskError
 from django.utils import timezone
-from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
 from .context import bound_result_id
 from .states import RUNNING
+from .store import normalize
 
 #: Called in the worker when a task body is about to start:
 #: ``report_started(result_id, worker_id, started_at)``.
@@ -59,7 +59,7 @@ class TaskReference:
     takes_context: bool
 
     @classmethod
-    def from_task(cls, task: Task) -> TaskReference:
+    def from_task(cls, task: Task[..., Any]) -> TaskReference:
         return cls(
             module_path=task.module_path,
             priority=task.priority,
@@ -69,7 +69,7 @@ class TaskReference:
             takes_context=task.takes_context,
         )
 
-    def resolve(self) -> Task:
+    def resolve(self) -> Task[..., Any]:
         target = import_string(self.module_path)
         func = target.func if isinstance(target, Task) else target
         # Built without Task.__post_init__: the parent validated this task
@@ -94,7 +94,7 @@ class Envelope:
     """One task as handed to an executor."""
 
     result_id: str
-    task: Task | TaskReference
+    task: Task[..., Any] | TaskReference
     args: list[Any]
     kwargs: dict[str, Any]
     enqueued_at: datetime | None
@@ -145,7 +145,7 @@ def run_task(envelope: Envelope) -> Outcome:
         try:
             with bound_result_id(envelope.result_id):
                 value = _call(envelope, worker_id, started_at)
-            return_value = normalize_json(value)
+            return_value = normalize(value)
         finally:
             close_old_connections()
     except KeyboardInterrupt:

@@ -33,7 +33,7 @@ from .dispatch import WaitingLine
 from .runner import Envelope, Outcome, capture_error, run_task
 from .serialization import Serializer
 from .states import FAILED, READY, RUNNING, SUCCESSFUL, transition
-from .store import ResultStore, snapshot
+from .store import ResultStore, new_result, snapshot
 
 logger = logging.getLogger("django_tasks_local")
 
@@ -55,7 +55,10 @@ class RuntimeConfig:
     serializer: Serializer
     max_workers: int
     max_results: int
-    enqueue_on_commit: bool
+    # The database alias whose transaction an enqueue waits for; None: none.
+    enqueue_on_commit: str | None
+    # Seconds running tasks get to finish when the interpreter exits.
+    shutdown_timeout: float = 5.0
 
 
 class _CommitHook:
@@ -95,14 +98,28 @@ class Runtime:
         self._finishing: set[str] = set()
         # Results waiting for their transaction to commit.
         self._uncommitted: set[str] = set()
+        # Callbacks waiting for a result to settle: see watch().
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
         self._closed = False
 
     # -- the caller's side -------------------------------------------------
 
-    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
-        result = TaskResult(
+    def enqueue(
+        self,
+        task: Task[..., Any],
+        args: Any,
+        kwargs: Any,
+        *,
+        result_id: str | None = None,
+    ) -> TaskResult[..., Any]:
+        """Store a READY result and hand the task on.
+
+        ``result_id`` is for an enqueue forwarded from a worker process, which
+        chose the id (see ``pool.enqueue_in_parent``).
+        """
+        result = new_result(
             task=task,
-            id=secrets.token_hex(16),
+            id=result_id or secrets.token_hex(16),
             status=READY,
             enqueued_at=timezone.now(),
             started_at=None,
@@ -125,18 +142,19 @@ class Runtime:
             copy = snapshot(result)
         # Sent before the task can start, so task_enqueued always comes first.
         self._send(task_enqueued, copy)
-        connection = transaction.get_connection()
-        if self.config.enqueue_on_commit and connection.in_atomic_block:
+        using = self.config.enqueue_on_commit
+        connection = None if using is None else transaction.get_connection(using)
+        if connection is not None and connection.in_atomic_block:
             self._defer_to_commit(envelope, connection)
         else:
             self._release(envelope)
         return copy
 
-    def get_result(self, result_id: str) -> TaskResult:
+    def get_result(self, result_id: str) -> TaskResult[..., Any]:
         with self._lock:
             return snapshot(self._get_locked(result_id))
 
-    def wait_for_result(self, result_id: str, timeout: float | None) -> TaskResult:
+    def wait_for_result(self, result_id: str, timeout: float | None) -> TaskResult[..., Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
@@ -150,6 +168,30 @@ class Runtime:
                         f"(it is {result.status})."
                     )
                 self._settled.wait(remaining)
+
+    def watch(self, result_id: str, callback: Callable[[], None]) -> bool:
+        """Call ``callback()`` once the result settles or vanishes.
+
+        Returns False, and never calls it, if the result has settled already.
+
+        The callback runs with the lock held, in the thread that settles the
+        result: it must only pass the news on (``loop.call_soon_threadsafe``).
+        """
+        with self._lock:
+            result = self._get_locked(result_id)
+            if result.is_finished and result_id not in self._finishing:
+                return False
+            self._watchers.setdefault(result_id, []).append(callback)
+            return True
+
+    def unwatch(self, result_id: str, callback: Callable[[], None]) -> None:
+        """Forget a callback given to ``watch`` (a waiter that gave up)."""
+        with self._lock:
+            callbacks = self._watchers.get(result_id, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks:
+                self._watchers.pop(result_id, None)
 
     def wait_until_idle(self, timeout: float | None) -> None:
         def idle() -> bool:
@@ -168,9 +210,14 @@ class Runtime:
         Waits up to ``timeout`` seconds (None: as long as it takes) for the
         running tasks. Closing twice does nothing more.
         """
+        if self._stop():
+            self._wait_for_running(timeout)
+
+    def _stop(self) -> bool:
+        """Refuse new tasks and drop the waiting ones; False if already closed."""
         with self._lock:
             if self._closed:
-                return
+                return False
             self._closed = True
             dropped = self._line.drain()
             executor, self._executor = self._executor, None
@@ -182,12 +229,15 @@ class Runtime:
                 self.config.alias,
                 len(dropped),
             )
-        error = capture_error(NotStarted("The task backend closed before it started."))
-        for envelope in dropped:
-            outcome = Outcome(None, None, timezone.now(), error=error)
-            self._finish(envelope, outcome, was_in_flight=False)
+        self._drop(dropped)
         if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+            # The plain Executor signature: loky's and Dask's shutdown() take
+            # no cancel_futures, and the core never hands an executor more
+            # than it can start, so nothing is queued there to cancel.
+            executor.shutdown(wait=False)
+        return True
+
+    def _wait_for_running(self, timeout: float | None) -> None:
         try:
             self.wait_until_idle(timeout)
         except TimeoutError:
@@ -264,19 +314,41 @@ class Runtime:
         finally:
             with self._lock:
                 self._finishing.discard(result_id)
-                self._settled.notify_all()
+                self._settle_locked(result_id)
+
+    def _drop(self, envelopes: list[Envelope]) -> None:
+        """Fail tasks that no worker started because the backend closed."""
+        error = capture_error(NotStarted("The task backend closed before it started."))
+        for envelope in envelopes:
+            outcome = Outcome(None, None, timezone.now(), error=error)
+            self._finish(envelope, outcome, was_in_flight=False)
+
+    def _settle_locked(self, result_id: str) -> None:
+        self._settled.notify_all()
+        for callback in self._watchers.pop(result_id, []):
+            callback()
 
     # -- the waiting line --------------------------------------------------
 
     def _release(self, envelope: Envelope) -> None:
         task = envelope.task
+        batch: list[tuple[Executor, Envelope]] = []
         with self._lock:
-            if self._closed:
-                return
-            self._line.push(envelope, task.priority, task.run_after)
-            if task.run_after is not None:
-                self._ensure_timer_locked()
-            batch = self._take_startable_locked()
+            closed = self._closed
+            if not closed:
+                self._line.push(envelope, task.priority, task.run_after)
+                if task.run_after is not None:
+                    self._ensure_timer_locked()
+                batch = self._take_startable_locked()
+        if closed:
+            # Its transaction committed after close(): it must still finish,
+            # or waiting for it (or for idle) would never end.
+            logger.warning(
+                "Task backend %r is closed; task %s was dropped before it started.",
+                self.config.alias,
+                envelope.result_id,
+            )
+            self._drop([envelope])
         self._submit(batch)
 
     def _take_startable_locked(self) -> list[tuple[Executor, Envelope]]:
@@ -324,6 +396,10 @@ class Runtime:
     def _run_timer(self) -> None:
         while True:
             with self._lock:
+                # Due tasks that found no free worker join the startable ones
+                # (a finishing task starts them), so the wait below is for a
+                # run_after still ahead, not a busy loop on one already past.
+                self._line.promote_due()
                 due = self._line.next_due()
                 while not self._closed and (due is None or due > time.time()):
                     self._timer_wakeup.wait(None if due is None else due - time.time())
@@ -353,11 +429,11 @@ class Runtime:
             if result_id in self._uncommitted:
                 self._uncommitted.discard(result_id)
                 self._store.discard(result_id)
-                self._settled.notify_all()
+                self._settle_locked(result_id)
 
     # -- helpers -----------------------------------------------------------
 
-    def _get_locked(self, result_id: str) -> TaskResult:
+    def _get_locked(self, result_id: str) -> TaskResult[..., Any]:
         if not isinstance(result_id, str):
             raise TaskResultDoesNotExist(
                 f"{result_id!r} is not a task result id: ids are str, not "
@@ -365,7 +441,7 @@ class Runtime:
             )
         return self._store.get(result_id)
 
-    def _start_locked(self, result: TaskResult, worker_id: str, started_at: datetime) -> None:
+    def _start_locked(self, result: TaskResult[..., Any], worker_id: str, started_at: datetime) -> None:
         transition(
             result,
             RUNNING,
@@ -374,7 +450,7 @@ class Runtime:
             worker_ids=[*result.worker_ids, worker_id],
         )
 
-    def _send(self, signal: Signal, result: TaskResult) -> None:
+    def _send(self, signal: Signal, result: TaskResult[..., Any]) -> None:
         # send_robust: a failing receiver must not lose the task or wedge a
         # worker. Django's dispatcher already logs what a receiver raised.
         signal.send_robust(sender=self.config.sender, task_result=result)
@@ -393,12 +469,48 @@ def runtime_for(key: Hashable, config: Callable[[], RuntimeConfig]) -> Runtime:
             runtime = _registry.get(key)
             if runtime is None:
                 runtime = _registry[key] = Runtime(config())
+                _register_exit_hook()
     return runtime
 
 
 def all_runtimes() -> list[Runtime]:
     with _registry_lock:
         return list(_registry.values())
+
+
+def close_at_exit() -> None:
+    """Close every runtime: drop the waiting tasks, give running ones SHUTDOWN_TIMEOUT.
+
+    All stop taking tasks first, then all wait at once, so two backends
+    take as long as the slower one, not the sum.
+    """
+    stopped = [runtime for runtime in all_runtimes() if runtime._stop()]
+    start = time.monotonic()
+    for runtime in stopped:
+        remaining = start + runtime.config.shutdown_timeout - time.monotonic()
+        runtime._wait_for_running(max(0.0, remaining))
+
+
+_exit_hook_registered = False
+
+
+def _register_exit_hook() -> None:
+    # threading._register_atexit (what concurrent.futures itself uses), not
+    # atexit: its hooks run as soon as the main thread ends, before the
+    # interpreter joins non-daemon threads and before every atexit hook, so
+    # before multiprocessing terminates daemonic worker processes (running
+    # tasks get their time) and while logging still works. Tasks still running
+    # when SHUTDOWN_TIMEOUT ends are abandoned: thread workers are daemon
+    # threads, process workers daemonic children that multiprocessing
+    # terminates; nothing joins them, so a hung task cannot hang the exit.
+    global _exit_hook_registered
+    if _exit_hook_registered:
+        return
+    try:
+        threading._register_atexit(close_at_exit)  # type: ignore[attr-defined]
+    except RuntimeError:
+        return  # the interpreter is already shutting down
+    _exit_hook_registered = True
 
 
 def _forget_inherited_runtimes() -> None:

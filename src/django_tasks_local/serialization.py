@@ -10,7 +10,7 @@ arguments must survive pickling, which is checked at ``enqueue()``.
 from __future__ import annotations
 
 import pickle
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.tasks import Task, TaskResult
 
@@ -25,7 +25,7 @@ class Serializer(Protocol):
     #: importable, and Django set up, on their side).
     crosses_processes: bool
 
-    def envelope(self, result: TaskResult, report_started: StartReporter) -> Envelope:
+    def envelope(self, result: TaskResult[..., Any], report_started: StartReporter) -> Envelope:
         """The envelope for ``result``; raise ValueError if it cannot be sent."""
         ...
 
@@ -35,7 +35,7 @@ class InProcessSerializer:
 
     crosses_processes = False
 
-    def envelope(self, result: TaskResult, report_started: StartReporter) -> Envelope:
+    def envelope(self, result: TaskResult[..., Any], report_started: StartReporter) -> Envelope:
         return Envelope(
             result.id,
             result.task,
@@ -53,7 +53,7 @@ class PickleSerializer:
 
     crosses_processes = True
 
-    def envelope(self, result: TaskResult, report_started: StartReporter) -> Envelope:
+    def envelope(self, result: TaskResult[..., Any], report_started: StartReporter) -> Envelope:
         envelope = Envelope(
             result.id,
             TaskReference.from_task(result.task),
@@ -64,7 +64,7 @@ class PickleSerializer:
         self.check_picklable(envelope, result.task)
         return envelope
 
-    def check_picklable(self, envelope: Envelope, task: Task) -> None:
+    def check_picklable(self, envelope: Envelope, task: Task[..., Any]) -> None:
         try:
             pickle.dumps(envelope, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:

@@ -5,16 +5,27 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable
 from concurrent.futures import Executor
-from typing import Any, ClassVar
+from typing import Any, ClassVar, ParamSpec, TypeVar, cast
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS
 from django.tasks import Task, TaskResult
 from django.tasks.backends.base import BaseTaskBackend
 
-from ..options import Option, boolean, parse_options, positive_int
+from .. import pool
+from ..options import (
+    Option,
+    boolean_or_database,
+    non_negative_number,
+    parse_options,
+    positive_int,
+)
 from ..runtime import Runtime, RuntimeConfig, runtime_for
 from ..serialization import InProcessSerializer, Serializer
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ExecutorBackend(BaseTaskBackend):
@@ -54,10 +65,23 @@ class ExecutorBackend(BaseTaskBackend):
         ),
         "ENQUEUE_ON_COMMIT": Option(
             default=True,
-            validate=boolean,
+            validate=boolean_or_database,
             help=(
                 "Whether a task enqueued inside transaction.atomic() waits for "
-                "the transaction to commit (and vanishes on rollback)."
+                "the transaction to commit (and vanishes on rollback): True for "
+                "the default database's transaction, a database alias for that "
+                "database's, False to hand tasks to the workers at once."
+            ),
+        ),
+        "SHUTDOWN_TIMEOUT": Option(
+            # Long enough for a short task (an e-mail, a webhook) to finish;
+            # well inside the grace a process manager gives before SIGKILL
+            # (docker stop: 10 s; Kubernetes, gunicorn: 30 s; systemd: 90 s).
+            default=5.0,
+            validate=non_negative_number,
+            help=(
+                "Seconds that running tasks get to finish when the interpreter "
+                "exits; tasks not started by then are dropped."
             ),
         ),
     }
@@ -98,21 +122,31 @@ class ExecutorBackend(BaseTaskBackend):
             serializer=self.serializer,
             max_workers=self.settings["MAX_WORKERS"],
             max_results=self.settings["MAX_RESULTS"],
-            enqueue_on_commit=self.settings["ENQUEUE_ON_COMMIT"],
+            enqueue_on_commit=_commit_alias(self.settings["ENQUEUE_ON_COMMIT"]),
+            shutdown_timeout=self.settings["SHUTDOWN_TIMEOUT"],
         )
 
-    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+    def enqueue(
+        self, task: Task[P, R], args: list[Any], kwargs: dict[str, Any]
+    ) -> TaskResult[P, R]:
         self.validate_task(task)
-        return self.runtime.enqueue(task, args, kwargs)
+        if pool.in_worker_process():
+            # A task enqueuing a task: the web process's backend runs and keeps it.
+            using = _commit_alias(self.settings["ENQUEUE_ON_COMMIT"])
+            forwarded = pool.enqueue_in_parent(
+                self.alias, task, args, kwargs, on_commit_of=using
+            )
+            return cast("TaskResult[P, R]", forwarded)
+        return cast("TaskResult[P, R]", self.runtime.enqueue(task, args, kwargs))
 
-    def get_result(self, result_id: str) -> TaskResult:
+    def get_result(self, result_id: str) -> TaskResult[..., Any]:
         return self.runtime.get_result(result_id)
 
-    async def aget_result(self, result_id: str) -> TaskResult:
+    async def aget_result(self, result_id: str) -> TaskResult[..., Any]:
         # Reading the store takes a lock for microseconds: no thread needed.
         return self.get_result(result_id)
 
-    def wait_for_result(self, result_id: str, timeout: float | None = None) -> TaskResult:
+    def wait_for_result(self, result_id: str, timeout: float | None = None) -> TaskResult[..., Any]:
         """Block until the result has finished, and return it.
 
         Raises TimeoutError after ``timeout`` seconds, TaskResultDoesNotExist
@@ -130,6 +164,15 @@ class ExecutorBackend(BaseTaskBackend):
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         return [*super().check(**kwargs), *self._option_errors]
+
+
+def _commit_alias(enqueue_on_commit: bool | str) -> str | None:
+    """The database whose transaction an enqueue waits for (None: none)."""
+    if enqueue_on_commit is True:
+        return DEFAULT_DB_ALIAS
+    if enqueue_on_commit is False:
+        return None
+    return enqueue_on_commit
 
 
 def _freeze(value: Any) -> Hashable:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import ClassVar
 
 from ..serialization import InProcessSerializer, Serializer
+from ..threadpool import ThreadPool
 from .base import ExecutorBackend
 
 
@@ -18,7 +19,7 @@ class ThreadPoolBackend(ExecutorBackend):
     default_max_workers: ClassVar[int] = min(32, (os.cpu_count() or 1) + 4)
 
     def create_executor(self) -> Executor:
-        return ThreadPoolExecutor(
-            max_workers=self.settings["MAX_WORKERS"],
+        return ThreadPool(
+            self.settings["MAX_WORKERS"],
             thread_name_prefix=f"django-tasks-local-{self.alias}",
         )

@@ -1,0 +1,1 @@
+"""Benchmarks for django-tasks-local: run ``make bench`` (see docs/benchmarks.md)."""

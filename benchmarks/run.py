@@ -1,0 +1,860 @@
+"""Benchmarks: our backends against raw executors (the floor) and ImmediateBackend.
+
+Run from the repository root: ``python benchmarks/run.py`` (``make bench``), or
+``--quick`` for a pass of under a minute (``make bench-quick``). Every round
+runs every scenario once per implementation, in a rotating order, so a burst
+of load on the machine hits all of them alike; the table shows medians over
+the rounds, and each ratio is the median of the per-round ratios to the raw
+executor of the same round. Every scenario checks every result it produced.
+See docs/benchmarks.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# Worker processes import the benchmark tasks as ``benchmarks.tasks``: the
+# repository root goes on the path here and, through PYTHONPATH, in children.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+)
+os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
+
+RESULTS_DIR = ROOT / "bench-results"
+WAIT = 120.0  # seconds: a deadline, never reached unless something is broken
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rounds: int
+    enqueue_tasks: int
+    thread_tasks: int
+    process_tasks: int
+    memory_results: int
+    get_result_calls: int
+    cpu_tasks: int
+    cpu_loop: int
+    delay_samples_thread: int
+    delay_samples_process: int
+
+
+FULL = Sizes(
+    rounds=7,
+    enqueue_tasks=2_000,
+    thread_tasks=20_000,
+    process_tasks=3_000,
+    memory_results=10_000,
+    get_result_calls=20_000,
+    cpu_tasks=8,
+    cpu_loop=1_500_000,
+    delay_samples_thread=300,
+    delay_samples_process=200,
+)
+QUICK = Sizes(
+    rounds=3,
+    enqueue_tasks=1_000,
+    thread_tasks=20_000,
+    process_tasks=3_000,
+    memory_results=5_000,
+    get_result_calls=20_000,
+    cpu_tasks=8,
+    cpu_loop=600_000,
+    delay_samples_thread=100,
+    delay_samples_process=100,
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a metric must reach: ``ratio`` compares to raw, ``absolute`` to a value."""
+
+    kind: str  # "ratio" or "absolute"
+    op: str  # "<=" or ">="
+    value: float
+
+    def met(self, ratio: float | None, value: float | None) -> bool | None:
+        measured = ratio if self.kind == "ratio" else value
+        if measured is None:
+            return None
+        return measured <= self.value if self.op == "<=" else measured >= self.value
+
+    def __str__(self) -> str:
+        suffix = "x raw" if self.kind == "ratio" else ""
+        return f"{self.op} {self.value:g}{suffix}"
+
+
+@dataclass
+class Metric:
+    key: str
+    label: str
+    unit: str
+    target: Target | None = None
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    metrics: list[Metric]
+    # implementation name -> one measurement: metric key -> value
+    impls: dict[str, Callable[[], dict[str, float]]]
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    ratios: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+
+def check(ok: bool, message: str) -> None:
+    if not ok:
+        raise SystemExit(f"benchmark result check failed: {message}")
+
+
+def per_task_us(elapsed: float, count: int) -> float:
+    return elapsed / count * 1e6
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+class Bench:
+    """The pools and backends, warmed once, and the scenarios measured on them."""
+
+    def __init__(self, sizes: Sizes) -> None:
+        import django
+
+        django.setup()
+        from django.tasks import task_backends
+
+        from benchmarks import tasks
+
+        self.sizes = sizes
+        self.tasks = tasks
+        # The raw process pool first: it forks (Linux, Python < 3.14), and
+        # forking before any thread exists keeps its children clean.
+        self.raw_process = ProcessPoolExecutor(max_workers=2)
+        self.raw_thread = ThreadPoolExecutor(max_workers=4)
+        self.raw_thread2 = ThreadPoolExecutor(max_workers=2)
+        self.threads = task_backends["threads"]
+        self.threads2 = task_backends["threads2"]
+        self.processes = task_backends["processes"]
+        self.immediate = task_backends["immediate"]
+        # State one scenario leaves for the next in the same round.
+        self.last_raw_futures: dict[int, Any] = {}
+        self.last_ids: list[str] = []
+        self._memory_round = 0
+        self.warm_up()
+
+    def task(self, name: str, alias: str) -> Any:
+        return getattr(self.tasks, f"{name}_task").using(backend=alias)
+
+    def warm_up(self) -> None:
+        """Start every worker thread and process, so start-up is not measured."""
+        for executor in (self.raw_process, self.raw_thread, self.raw_thread2):
+            futures = [executor.submit(self.tasks.add, i, 1) for i in range(8)]
+            check([f.result() for f in futures] == [i + 1 for i in range(8)], "warm-up")
+        for backend in (self.threads, self.threads2, self.processes):
+            results = [self.task("add", backend.alias).enqueue(i, 1) for i in range(8)]
+            backend.wait_until_idle(WAIT)
+            for i, result in enumerate(results):
+                check(backend.get_result(result.id).return_value == i + 1, "warm-up")
+
+    def close(self) -> None:
+        for executor in (self.raw_process, self.raw_thread, self.raw_thread2):
+            executor.shutdown()
+        for backend in (self.threads, self.threads2, self.processes):
+            backend.close(WAIT)
+
+    # -- checks ------------------------------------------------------------
+
+    def check_raw(self, futures: dict[int, Any], what: str) -> None:
+        for i, future in futures.items():
+            check(future.result() == i + 1, f"{what}: raw task {i}")
+
+    def check_ours(self, backend: Any, ids: list[str], what: str) -> None:
+        from django.tasks import TaskResultStatus
+
+        for i, result_id in enumerate(ids):
+            result = backend.get_result(result_id)
+            check(
+                result.status == TaskResultStatus.SUCCESSFUL
+                and result.return_value == i + 1,
+                f"{what}: task {i} on {backend.alias} is {result.status}",
+            )
+
+    # -- enqueue cost ------------------------------------------------------
+
+    def raw_submit(self, executor: Executor, count: int) -> dict[str, float]:
+        add = self.tasks.add
+        futures = {}
+        start = time.perf_counter()
+        for i in range(count):
+            futures[i] = executor.submit(add, i, 1)
+        elapsed = time.perf_counter() - start
+        wait_futures(futures.values(), WAIT)
+        self.check_raw(futures, "enqueue")
+        return {"us": per_task_us(elapsed, count)}
+
+    def our_enqueue(self, backend: Any, count: int) -> dict[str, float]:
+        task = self.task("add", backend.alias)
+        results = []
+        start = time.perf_counter()
+        for i in range(count):
+            results.append(task.enqueue(i, 1))
+        elapsed = time.perf_counter() - start
+        backend.wait_until_idle(WAIT)
+        self.check_ours(backend, [r.id for r in results], "enqueue")
+        return {"us": per_task_us(elapsed, count)}
+
+    def immediate_enqueue(self, count: int) -> dict[str, float]:
+        task = self.task("add", "immediate")
+        results = []
+        start = time.perf_counter()
+        for i in range(count):
+            results.append(task.enqueue(i, 1))
+        elapsed = time.perf_counter() - start
+        for i, result in enumerate(results):
+            check(result.return_value == i + 1, f"enqueue: immediate task {i}")
+        return {"us": per_task_us(elapsed, count)}
+
+    # -- end-to-end throughput ---------------------------------------------
+
+    def raw_throughput(self, executor: Executor, count: int) -> dict[str, float]:
+        add = self.tasks.add
+        futures = {}
+        start = time.perf_counter()
+        for i in range(count):
+            futures[i] = executor.submit(add, i, 1)
+        wait_futures(futures.values(), WAIT)
+        elapsed = time.perf_counter() - start
+        self.check_raw(futures, "throughput")
+        self.last_raw_futures = futures
+        return {"per_s": count / elapsed}
+
+    def our_throughput(self, backend: Any, count: int) -> dict[str, float]:
+        task = self.task("add", backend.alias)
+        ids = []
+        start = time.perf_counter()
+        for i in range(count):
+            ids.append(task.enqueue(i, 1).id)
+        backend.wait_until_idle(WAIT)
+        elapsed = time.perf_counter() - start
+        self.check_ours(backend, ids, "throughput")
+        self.last_ids = ids
+        return {"per_s": count / elapsed}
+
+    def immediate_throughput(self, count: int) -> dict[str, float]:
+        measured = self.immediate_enqueue(count)
+        return {"per_s": 1e6 / measured["us"]}
+
+    # -- get_result() among 20,000 -------------------------------------------
+
+    def raw_get_result(self) -> dict[str, float]:
+        futures = self.last_raw_futures
+        keys = _spread(list(futures), self.sizes.get_result_calls)
+        values = []
+        start = time.perf_counter()
+        for key in keys:
+            values.append(futures[key].result())
+        elapsed = time.perf_counter() - start
+        check(values == [key + 1 for key in keys], "get_result: raw")
+        return {"us": per_task_us(elapsed, len(keys))}
+
+    def our_get_result(self) -> dict[str, float]:
+        backend = self.threads
+        ids = self.last_ids
+        check(len(ids) == self.sizes.thread_tasks, "get_result: the store is filled")
+        expected = {result_id: i + 1 for i, result_id in enumerate(ids)}
+        keys = _spread(ids, self.sizes.get_result_calls)
+        results = []
+        start = time.perf_counter()
+        for key in keys:
+            results.append(backend.get_result(key))
+        elapsed = time.perf_counter() - start
+        check(
+            [r.return_value for r in results] == [expected[key] for key in keys],
+            "get_result: ours",
+        )
+        return {"us": per_task_us(elapsed, len(keys))}
+
+    # -- bytes per retained finished result ----------------------------------
+
+    def raw_memory(self) -> dict[str, float]:
+        count = self.sizes.memory_results
+        add = self.tasks.add
+        with _traced() as traced:
+            futures = {}
+            for i in range(count):
+                futures[i] = self.raw_thread.submit(add, i, 1)
+            wait_futures(futures.values(), WAIT)
+        self.check_raw(futures, "memory")
+        return {"bytes": traced.bytes / count}
+
+    def our_memory(self) -> dict[str, float]:
+        """Fills a fresh backend (an empty store) and counts what it keeps."""
+        from django_tasks_local import ThreadPoolBackend
+        from django_tasks_local import runtime as runtime_module
+
+        count = self.sizes.memory_results
+        self._memory_round += 1
+        params = {"OPTIONS": {"MAX_WORKERS": 4, "MAX_RESULTS": count}}
+        backend = ThreadPoolBackend(f"memory-{self._memory_round}", params)
+        task = self.tasks.add_task
+        # Starts the worker threads before counting.
+        backend.enqueue(task, (0, 1), {})
+        backend.wait_until_idle(WAIT)
+        ids: list[str] = []
+        with _traced() as traced:
+            for i in range(count):
+                ids.append(backend.enqueue(task, (i, 1), {}).id)
+            backend.wait_until_idle(WAIT)
+            # The ids list is ours, not the backend's (the strings are shared).
+            traced.exclude(sys.getsizeof(ids))
+        self.check_ours(backend, ids, "memory")
+        backend.close(WAIT)
+        # Forget the runtime, so the results do not weigh on later rounds.
+        runtime_module._registry.pop(backend._runtime_key)
+        return {"bytes": traced.bytes / count}
+
+    def immediate_memory(self) -> dict[str, float]:
+        count = self.sizes.memory_results
+        task = self.task("add", "immediate")
+        with _traced() as traced:
+            results = []
+            for i in range(count):
+                results.append(task.enqueue(i, 1))
+        for i, result in enumerate(results):
+            check(result.return_value == i + 1, "memory: immediate")
+        return {"bytes": traced.bytes / count}
+
+    # -- CPU-bound speed-up ----------------------------------------------------
+
+    def raw_cpu(self) -> dict[str, float]:
+        burn, n = self.tasks.burn, self.sizes.cpu_loop
+        timings = {}
+        for name, executor in (
+            ("thread", self.raw_thread2),
+            ("process", self.raw_process),
+        ):
+            start = time.perf_counter()
+            futures = [executor.submit(burn, n) for _ in range(self.sizes.cpu_tasks)]
+            wait_futures(futures, WAIT)
+            timings[name] = time.perf_counter() - start
+            check(all(f.result() == self.burn_result for f in futures), "cpu: raw")
+        return {"speedup": timings["thread"] / timings["process"], **_seconds(timings)}
+
+    def our_cpu(self) -> dict[str, float]:
+        n = self.sizes.cpu_loop
+        timings = {}
+        for name, backend in (("thread", self.threads2), ("process", self.processes)):
+            task = self.task("burn", backend.alias)
+            start = time.perf_counter()
+            ids = [task.enqueue(n).id for _ in range(self.sizes.cpu_tasks)]
+            backend.wait_until_idle(WAIT)
+            timings[name] = time.perf_counter() - start
+            check(
+                all(
+                    backend.get_result(i).return_value == self.burn_result for i in ids
+                ),
+                "cpu: ours",
+            )
+        return {"speedup": timings["thread"] / timings["process"], **_seconds(timings)}
+
+    @property
+    def burn_result(self) -> int:
+        if not hasattr(self, "_burn_result"):
+            self._burn_result = self.tasks.burn(self.sizes.cpu_loop)
+        return self._burn_result
+
+    # -- start delay, idle pool ------------------------------------------------
+
+    def raw_delay(self, executor: Executor, samples: int) -> dict[str, float]:
+        body_started = self.tasks.body_started
+        delays = []
+        for _ in range(samples):
+            future = executor.submit(body_started)
+            returned = time.perf_counter()
+            delays.append(future.result(WAIT) - returned)
+            _settle()
+        return _delay_stats(delays)
+
+    def our_delay(self, backend: Any, samples: int) -> dict[str, float]:
+        task = self.task("body_started", backend.alias)
+        delays = []
+        for _ in range(samples):
+            result = task.enqueue()
+            returned = time.perf_counter()
+            delays.append(
+                backend.wait_for_result(result.id, WAIT).return_value - returned
+            )
+            _settle()
+        return _delay_stats(delays)
+
+    # -- the scenarios -----------------------------------------------------------
+
+    def scenarios(self) -> list[Scenario]:
+        s = self.sizes
+        return [
+            Scenario(
+                "enqueue_thread",
+                "enqueue cost, thread (no-op task, 2 args)",
+                [Metric("us", "per task", "µs", Target("ratio", "<=", 1.5))],
+                {
+                    "raw": lambda: self.raw_submit(self.raw_thread, s.enqueue_tasks),
+                    "ours": lambda: self.our_enqueue(self.threads, s.enqueue_tasks),
+                    "immediate": lambda: self.immediate_enqueue(s.enqueue_tasks),
+                },
+            ),
+            Scenario(
+                "enqueue_process",
+                "enqueue cost, process",
+                [Metric("us", "per task", "µs")],
+                {
+                    "raw": lambda: self.raw_submit(self.raw_process, s.enqueue_tasks),
+                    "ours": lambda: self.our_enqueue(self.processes, s.enqueue_tasks),
+                },
+            ),
+            Scenario(
+                "throughput_thread",
+                f"throughput, {s.thread_tasks:,} no-op tasks, thread (4 workers)",
+                [Metric("per_s", "tasks/s", "/s", Target("ratio", ">=", 0.6))],
+                {
+                    "raw": lambda: self.raw_throughput(self.raw_thread, s.thread_tasks),
+                    "ours": lambda: self.our_throughput(self.threads, s.thread_tasks),
+                    "immediate": lambda: self.immediate_throughput(s.thread_tasks),
+                },
+            ),
+            # Reads what throughput_thread left: 20,000 finished results.
+            Scenario(
+                "get_result",
+                f"get_result() on a finished result among {s.thread_tasks:,}",
+                [Metric("us", "per call", "µs")],
+                {"raw": self.raw_get_result, "ours": self.our_get_result},
+            ),
+            Scenario(
+                "throughput_process",
+                f"throughput, {s.process_tasks:,} no-op tasks, process (2 workers)",
+                [Metric("per_s", "tasks/s", "/s", Target("ratio", ">=", 1.0))],
+                {
+                    "raw": lambda: self.raw_throughput(
+                        self.raw_process, s.process_tasks
+                    ),
+                    "ours": lambda: self.our_throughput(
+                        self.processes, s.process_tasks
+                    ),
+                },
+            ),
+            Scenario(
+                "memory",
+                "bytes held per retained finished result",
+                [Metric("bytes", "per result", "B", Target("absolute", "<=", 1000))],
+                {
+                    "raw": self.raw_memory,
+                    "ours": self.our_memory,
+                    "immediate": self.immediate_memory,
+                },
+            ),
+            Scenario(
+                "cpu_speedup",
+                f"CPU-bound speed-up, {s.cpu_tasks} tasks, process over thread, 2 workers",
+                [
+                    Metric("speedup", "speed-up", "x", Target("absolute", ">=", 1.8)),
+                    Metric("thread_s", "thread time", "s"),
+                    Metric("process_s", "process time", "s"),
+                ],
+                {"raw": self.raw_cpu, "ours": self.our_cpu},
+            ),
+            Scenario(
+                "delay_thread",
+                "start delay after enqueue() returns, idle pool, thread",
+                [
+                    Metric("p50", "p50", "µs", Target("ratio", "<=", 1.5)),
+                    Metric("p99", "p99", "µs"),
+                ],
+                {
+                    "raw": lambda: self.raw_delay(
+                        self.raw_thread, s.delay_samples_thread
+                    ),
+                    "ours": lambda: self.our_delay(
+                        self.threads, s.delay_samples_thread
+                    ),
+                },
+            ),
+            Scenario(
+                "delay_process",
+                "start delay after enqueue() returns, idle pool, process",
+                [
+                    Metric("p50", "p50", "µs", Target("ratio", "<=", 1.5)),
+                    Metric("p99", "p99", "µs"),
+                ],
+                {
+                    "raw": lambda: self.raw_delay(
+                        self.raw_process, s.delay_samples_process
+                    ),
+                    "ours": lambda: self.our_delay(
+                        self.processes, s.delay_samples_process
+                    ),
+                },
+            ),
+        ]
+
+
+class _Traced:
+    bytes = 0
+
+    def exclude(self, size: int) -> None:
+        self._excluded += size
+
+    def __enter__(self) -> _Traced:
+        gc.collect()
+        tracemalloc.start()
+        self._excluded = 0
+        self._before = tracemalloc.get_traced_memory()[0]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.collect()
+        self.bytes = tracemalloc.get_traced_memory()[0] - self._before - self._excluded
+        tracemalloc.stop()
+
+
+def _traced() -> _Traced:
+    """Counts the bytes allocated in the block and still held at its end."""
+    return _Traced()
+
+
+def _spread(keys: list[Any], count: int) -> list[Any]:
+    """``count`` keys spread over all of them, in an order that defeats caches."""
+    step = 7919  # a prime: visits every key once per pass, far from the last
+    return [keys[(i * step) % len(keys)] for i in range(count)]
+
+
+def _settle() -> None:
+    # Lets the worker go back to waiting, so every sample finds the pool idle.
+    time.sleep(0.002)
+
+
+def _seconds(timings: dict[str, float]) -> dict[str, float]:
+    return {f"{name}_s": value for name, value in timings.items()}
+
+
+def _delay_stats(delays: list[float]) -> dict[str, float]:
+    return {
+        "p50": percentile(delays, 0.50) * 1e6,
+        "p99": percentile(delays, 0.99) * 1e6,
+    }
+
+
+# -- the run -------------------------------------------------------------------
+
+
+def run(bench: Bench, scenarios: list[Scenario], rounds: int) -> None:
+    for round_index in range(rounds):
+        started = time.perf_counter()
+        for scenario in scenarios:
+            names = list(scenario.impls)
+            shift = round_index % len(names)
+            measured = {}
+            for name in names[shift:] + names[:shift]:
+                gc.collect()
+                measured[name] = scenario.impls[name]()
+            for name, values in measured.items():
+                for key, value in values.items():
+                    scenario.values.setdefault(name, {}).setdefault(key, []).append(
+                        value
+                    )
+                    raw = measured["raw"].get(key)
+                    if raw:
+                        scenario.ratios.setdefault(name, {}).setdefault(key, []).append(
+                            value / raw
+                        )
+        print(
+            f"round {round_index + 1}/{rounds} done in {time.perf_counter() - started:.1f}s",
+            file=sys.stderr,
+        )
+
+
+def summarize(scenarios: list[Scenario]) -> list[dict[str, Any]]:
+    rows = []
+    for scenario in scenarios:
+        for metric in scenario.metrics:
+            row: dict[str, Any] = {
+                "scenario": scenario.name,
+                "title": scenario.title,
+                "metric": metric.key,
+                "label": metric.label,
+                "unit": metric.unit,
+                "target": str(metric.target) if metric.target else None,
+            }
+            for name in scenario.impls:
+                values = scenario.values[name][metric.key]
+                ratios = scenario.ratios.get(name, {}).get(metric.key)
+                row[name] = statistics.median(values)
+                row[f"{name}_ratio"] = statistics.median(ratios) if ratios else None
+                row[f"{name}_rounds"] = values
+            if metric.target:
+                row["met"] = metric.target.met(row["ours_ratio"], row["ours"])
+            rows.append(row)
+    return rows
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "/s" or unit == "B":
+        return f"{value:,.0f}"
+    if unit == "x":
+        return f"{value:.2f}"
+    return f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def print_table(rows: list[dict[str, Any]]) -> str:
+    header = [
+        "scenario",
+        "metric",
+        "raw",
+        "ours",
+        "ours/raw",
+        "immediate",
+        "target",
+        "",
+    ]
+    lines = []
+    for row in rows:
+        ratio = row.get("ours_ratio")
+        met = row.get("met")
+        lines.append(
+            [
+                row["title"],
+                f"{row['label']} ({row['unit']})",
+                _fmt(row.get("raw"), row["unit"]),
+                _fmt(row.get("ours"), row["unit"]),
+                "-" if ratio is None else f"{ratio:.2f}x",
+                _fmt(row.get("immediate"), row["unit"]),
+                row["target"] or "",
+                {True: "met", False: "MISSED", None: ""}[met],
+            ]
+        )
+    widths = [
+        max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)
+    ]
+    out = []
+    for line in [header, *lines]:
+        out.append(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)
+            )
+        )
+    text = "\n".join(out)
+    print(text)
+    return text
+
+
+def anatomy(bench: Bench) -> list[dict[str, Any]]:
+    """CPU time of the steps a task's life takes, each alone, in a tight loop.
+
+    It explains the end-to-end numbers: what Django's task framework asks of
+    every backend (the signals, with Django's own logging receivers; a
+    TaskResult) costs more per task than a raw executor's whole round trip.
+    Timed with the thread's CPU clock, so other load on the machine counts less.
+    """
+    import secrets
+    import timeit
+
+    from django.db import close_old_connections, transaction
+    from django.tasks import TaskResult
+    from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django.utils import timezone
+
+    from django_tasks_local.states import READY
+    from django_tasks_local.store import new_result, snapshot
+
+    backend = bench.threads
+    task = bench.task("add", backend.alias)
+    sender = type(backend)
+    fields = {
+        "task": task,
+        "id": secrets.token_hex(16),
+        "status": READY,
+        "enqueued_at": timezone.now(),
+        "started_at": None,
+        "last_attempted_at": None,
+        "finished_at": None,
+        "args": (1, 2),
+        "kwargs": {},
+        "backend": backend.alias,
+        "errors": [],
+        "worker_ids": [],
+    }
+    result = TaskResult(**fields)
+    steps: list[tuple[str, str, Callable[[], object]]] = [
+        ("django", "validate_task()", lambda: backend.validate_task(task)),
+        (
+            "django",
+            "TaskResult(...) (Django's constructor)",
+            lambda: TaskResult(**fields),
+        ),
+        (
+            "django",
+            "task_enqueued.send_robust() (Django's DEBUG log receiver)",
+            lambda: task_enqueued.send_robust(sender, task_result=result),
+        ),
+        (
+            "django",
+            "task_started.send_robust() (Django's INFO log receiver)",
+            lambda: task_started.send_robust(sender, task_result=result),
+        ),
+        (
+            "django",
+            "task_finished.send_robust() (Django's INFO log receiver)",
+            lambda: task_finished.send_robust(sender, task_result=result),
+        ),
+        ("django", "close_old_connections() (twice per task)", close_old_connections),
+        (
+            "django",
+            "transaction.get_connection().in_atomic_block",
+            lambda: transaction.get_connection().in_atomic_block,
+        ),
+        ("ours", "new_result(...) (ours, same result)", lambda: new_result(**fields)),
+        ("ours", "snapshot() (three per task)", lambda: snapshot(result)),
+        (
+            "ours",
+            "secrets.token_hex(16) (the result id)",
+            lambda: secrets.token_hex(16),
+        ),
+    ]
+    rows = []
+    for owner, label, step in steps:
+        timer = timeit.Timer(step, timer=time.thread_time)
+        number = 5_000
+        best = min(timer.repeat(repeat=5, number=number)) / number
+        rows.append({"owner": owner, "step": label, "cpu_us": best * 1e6})
+    return rows
+
+
+def print_anatomy(rows: list[dict[str, Any]]) -> str:
+    width = max(len(row["step"]) for row in rows)
+    lines = [f"{'step (CPU time, best of 5)':<{width}}  µs"]
+    lines += [f"{row['step']:<{width}}  {row['cpu_us']:.2f}" for row in rows]
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def machine() -> dict[str, Any]:
+    import django
+
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "raw_process_start_method": multiprocessing.get_start_method(),
+        "ours_process_start_method": "spawn",
+        "load_average": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="a short pass (under a minute)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="rounds (default 7, or 3 with --quick)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="SCENARIO", help="run only these scenarios"
+    )
+    parser.add_argument("--output", type=Path, help="where to write the JSON results")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    rounds = args.rounds or sizes.rounds
+    # A raw ProcessPoolExecutor forks; Python warns about forking a process
+    # with threads, which is that baseline's own business.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
+
+    began = time.perf_counter()
+    bench = Bench(sizes)
+    scenarios = bench.scenarios()
+    if args.only:
+        unknown = set(args.only) - {s.name for s in scenarios}
+        if unknown:
+            parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+        # get_result reads what throughput_thread leaves behind.
+        wanted = set(args.only) | (
+            {"throughput_thread"} if "get_result" in args.only else set()
+        )
+        scenarios = [s for s in scenarios if s.name in wanted]
+    info = machine()
+    print(
+        f"{info['cpu']} x{info['cpu_count']}, Python {info['python']}, Django {info['django']}; "
+        f"{rounds} rounds{' (quick)' if args.quick else ''}; pools warmed before timing",
+        file=sys.stderr,
+    )
+    try:
+        run(bench, scenarios, rounds)
+    finally:
+        bench.close()
+    rows = summarize(scenarios)
+    print()
+    table = print_table(rows)
+    print()
+    steps = anatomy(bench)
+    steps_table = print_anatomy(steps)
+    info["load_average_after"] = os.getloadavg()
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "rounds": rounds,
+        "sizes": sizes.__dict__,
+        "seconds": round(time.perf_counter() - began, 1),
+        "machine": info,
+        "rows": rows,
+        "table": table,
+        "anatomy": steps,
+        "anatomy_table": steps_table,
+    }
+    output = args.output or RESULTS_DIR / (
+        f"bench-{datetime.now(UTC):%Y%m%d-%H%M%S}{'-quick' if args.quick else ''}.json"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"\nwrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output} "
+        f"({report['seconds']}s)"
+    )
+    # A missed target is a finding, not a failure: the run itself succeeded.
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

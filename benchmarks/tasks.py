@@ -1,0 +1,37 @@
+"""What the benchmarks run: plain functions for the raw executors, and Tasks on them.
+
+The functions stay plain (the Tasks are built beside them, not by decorating
+them) so that a raw ProcessPoolExecutor can pickle them by name, and a worker
+process of ours finds them by the Task's ``module_path``.
+"""
+
+import time
+
+from django.tasks import task
+
+
+def add(a, b):
+    """The no-op task: two small arguments, and a result that proves it ran."""
+    return a + b
+
+
+def body_started():
+    """When the body started, on the monotonic clock.
+
+    On Linux ``perf_counter`` reads CLOCK_MONOTONIC, one clock for every
+    process, so a worker process's reading compares with the parent's.
+    """
+    return time.perf_counter()
+
+
+def burn(n):
+    """CPU-bound pure Python: holds the GIL for as long as it runs."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+add_task = task(add)
+body_started_task = task(body_started)
+burn_task = task(burn)

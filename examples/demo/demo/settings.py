@@ -1,0 +1,117 @@
+"""Settings of the example project.
+
+Which backend runs the jobs is chosen here alone, by one environment variable:
+
+* ``DEMO_TASKS_BACKEND=local`` (the default): django-tasks-local's
+  ``ThreadPoolBackend`` for I/O-bound jobs, ``ProcessPoolBackend`` for
+  CPU-bound ones. Nothing else to run.
+* ``DEMO_TASKS_BACKEND=immediate``: Django's ``ImmediateBackend`` runs each
+  job inside the request that starts it.
+* ``DEMO_TASKS_BACKEND=db``: django-tasks-db's ``DatabaseBackend`` stores jobs
+  in the database, for ``manage.py db_worker --backend io`` (and ``cpu``) to run.
+
+The code (tasks, views) is the same for all three.
+"""
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# The SQLite database and the progress cache live here.
+DATA_DIR = Path(os.environ.get("DEMO_DATA_DIR", BASE_DIR / "var"))
+# SQLite creates its file but not the folder.
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = "django-tasks-local-demo (not a secret: never deploy this project)"
+DEBUG = True
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+TASK_BACKEND_CHOICES = {
+    "local": {
+        "io": {
+            "BACKEND": "django_tasks_local.ThreadPoolBackend",
+            "OPTIONS": {"MAX_WORKERS": 4},
+        },
+        "cpu": {
+            "BACKEND": "django_tasks_local.ProcessPoolBackend",
+            "OPTIONS": {"MAX_WORKERS": 2},
+        },
+    },
+    "immediate": {
+        "io": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+        "cpu": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+    },
+    "db": {
+        "io": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+        "cpu": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+    },
+}
+TASK_BACKEND_CHOICE = os.environ.get("DEMO_TASKS_BACKEND", "local")
+if TASK_BACKEND_CHOICE not in TASK_BACKEND_CHOICES:
+    raise ImproperlyConfigured(
+        f"DEMO_TASKS_BACKEND must be one of {', '.join(TASK_BACKEND_CHOICES)}, "
+        f"not {TASK_BACKEND_CHOICE!r}."
+    )
+TASKS = TASK_BACKEND_CHOICES[TASK_BACKEND_CHOICE]
+
+INSTALLED_APPS = [
+    "django.contrib.staticfiles",
+    "jobs",
+]
+if TASK_BACKEND_CHOICE == "db":
+    INSTALLED_APPS.append("django_tasks_db")
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+]
+
+ROOT_URLCONF = "demo.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": ["django.template.context_processors.request"]
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": DATA_DIR / "db.sqlite3",
+        # Web threads, task workers and worker processes all write here: WAL
+        # lets readers go on during a write, IMMEDIATE takes the write lock
+        # up front, and the timeout waits for it rather than failing.
+        "OPTIONS": {
+            "init_command": "PRAGMA journal_mode=WAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+    },
+}
+
+# Tasks report their progress here. Worker processes (the process pool's, or
+# db_worker) must see it too, so not the per-process local-memory cache.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": DATA_DIR / "cache",
+    },
+}
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_tasks_local": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,58 @@
+// Polls each job's JSON status until it finishes, and shows what it says.
+"use strict";
+
+const POLL_INTERVAL_MS = 300;
+
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+function show(row, job) {
+  const status = row.querySelector(".status");
+  status.textContent = job.status;
+  status.dataset.status = job.status;
+
+  // The statuses seen so far, e.g. READY → RUNNING → SUCCESSFUL.
+  const trail = row.querySelector(".trail");
+  if (trail.dataset.last !== job.status) {
+    trail.dataset.last = job.status;
+    trail.textContent += (trail.textContent ? " → " : "") + job.status;
+  }
+
+  if (job.progress) {
+    row.querySelector("progress").max = job.progress.total;
+    row.querySelector("progress").value = job.progress.done;
+    row.querySelector(".count").textContent = `${job.progress.done} / ${job.progress.total}`;
+  }
+
+  const outcome = row.querySelector(".outcome");
+  if (job.status === "SUCCESSFUL") {
+    outcome.replaceChildren(element("code", JSON.stringify(job.return_value), "return-value"));
+  } else if (job.status === "FAILED") {
+    const lines = job.traceback.trim().split("\n");
+    const details = element("details", "", "error");
+    details.append(element("summary", lines[lines.length - 1]));
+    details.append(element("pre", job.traceback, "traceback"));
+    outcome.replaceChildren(details);
+  }
+  row.querySelector(".worker").textContent = job.worker_id && `worker ${job.worker_id}`;
+}
+
+async function poll(row) {
+  try {
+    const response = await fetch(row.dataset.statusUrl);
+    if (response.ok) {
+      const job = await response.json();
+      show(row, job);
+      if (job.finished) return;
+    }
+  } catch (error) {
+    // The server may be restarting: try again shortly.
+  }
+  setTimeout(() => poll(row), POLL_INTERVAL_MS);
+}
+
+document.querySelectorAll("tr[data-status-url]").forEach(poll);

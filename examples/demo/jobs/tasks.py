@@ -1,0 +1,65 @@
+"""The demo's tasks: one I/O-bound, one CPU-bound, one that can fail.
+
+Each reports its progress under its own result id, which it learns from its
+TaskContext: that works on every backend alike. The process pool's workers
+(and db_worker) import this module by its path, ``jobs.tasks``.
+"""
+
+import time
+
+from django.tasks import TaskContext, task
+
+from . import progress
+
+
+@task(backend="io", takes_context=True)
+def fetch_pages(
+    context: TaskContext, pages: int, seconds_per_page: float = 0.2
+) -> dict:
+    """Download some pages: mostly waiting, the work a thread pool suits."""
+    result_id = context.task_result.id
+    size = 0
+    for page in range(1, pages + 1):
+        time.sleep(seconds_per_page)  # Stands for the wait on the network.
+        size += 2_000 + page * 37 % 1_000
+        progress.report(result_id, page, pages)
+    return {"pages": pages, "bytes": size}
+
+
+@task(backend="cpu", takes_context=True)
+def count_primes(context: TaskContext, limit: int) -> dict:
+    """Count the primes below ``limit`` the slow way: CPU work, for a process pool."""
+    result_id = context.task_result.id
+    every = max(limit // 50, 1)
+    found = 0
+    for number in range(limit):
+        found += is_prime(number)
+        if number % every == 0:
+            progress.report(result_id, number, limit)
+    progress.report(result_id, limit, limit)
+    return {"limit": limit, "primes": found}
+
+
+@task(backend="io", takes_context=True)
+def add_up_records(
+    context: TaskContext, records: list[str], seconds_per_record: float = 0.2
+) -> int:
+    """Read and add up numbers; a record that is not one fails the job."""
+    result_id = context.task_result.id
+    total = 0
+    for done, record in enumerate(records, start=1):
+        time.sleep(seconds_per_record)  # Stands for reading the record.
+        total += int(record)
+        progress.report(result_id, done, len(records))
+    return total
+
+
+def is_prime(number: int) -> bool:
+    if number < 2:
+        return False
+    divisor = 2
+    while divisor * divisor <= number:
+        if number % divisor == 0:
+            return False
+        divisor += 1
+    return True

@@ -1,0 +1,61 @@
+"""Waiting for a task result to finish, from sync code or from async code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from django.tasks import TaskResult, task_backends
+
+from .backends.base import ExecutorBackend
+
+
+def wait(
+    result: TaskResult[..., Any], timeout: float | None = None
+) -> TaskResult[..., Any]:
+    """Block until ``result`` has finished, and return it as it is then.
+
+    It returns once the ``task_finished`` receivers have run. Raises
+    TimeoutError after ``timeout`` seconds, TaskResultDoesNotExist if the result
+    is unknown (evicted, or its enqueue was rolled back).
+    """
+    return _backend_of(result).wait_for_result(result.id, timeout)
+
+
+async def await_result(
+    result: TaskResult[..., Any], timeout: float | None = None
+) -> TaskResult[..., Any]:
+    """``wait`` for async code: the event loop runs on meanwhile, no thread is held."""
+    runtime = _backend_of(result).runtime
+    loop = asyncio.get_running_loop()
+    settled = asyncio.Event()
+
+    def wake() -> None:
+        # Called in whichever thread settles the result. A RuntimeError means
+        # the loop has closed: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settled.set)
+
+    if runtime.watch(result.id, wake):
+        try:
+            async with asyncio.timeout(timeout):
+                await settled.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"Task result {result.id} did not finish within {timeout}s."
+            ) from None
+        finally:
+            runtime.unwatch(result.id, wake)
+    # Settled: this returns at once (or raises TaskResultDoesNotExist).
+    return runtime.wait_for_result(result.id, timeout=0)
+
+
+def _backend_of(result: TaskResult[..., Any]) -> ExecutorBackend:
+    backend = task_backends[result.backend]
+    if not isinstance(backend, ExecutorBackend):
+        raise TypeError(
+            f"Only results of django_tasks_local backends can be waited for; "
+            f"{result.backend!r} uses {type(backend).__qualname__}."
+        )
+    return backend

@@ -1,0 +1,45 @@
+"""Module-level tasks the custom-executor tests run (workers import them from here)."""
+
+import os
+
+from django.tasks import task
+
+from django_tasks_local import current_result_id
+
+
+@task
+def multiply(a, b):
+    return a * b
+
+
+@task
+def as_tuple(*values):
+    return tuple(values)
+
+
+@task
+def pid():
+    return os.getpid()
+
+
+@task
+def fail(message):
+    raise KeyError(message)
+
+
+@task
+def own_result_id():
+    return current_result_id.get()
+
+
+@task(takes_context=True)
+def with_context(context, value):
+    return {"id": context.task_result.id, "attempt": context.attempt, "value": value}
+
+
+@task
+def save_record(label):
+    # Needs the app registry: only a worker that has set Django up can run it.
+    from tests.models import Record
+
+    return Record.objects.create(label=label, value=os.getpid()).pk

@@ -1,0 +1,329 @@
+"""ProcessPool on its own: true starts, crashes, timeouts, shutdown, start-up failures.
+
+Most pools here fork (a forked child is ready at once); the spawn test is the
+one about a child that cannot set Django up.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections
+
+from django_tasks_local.pool import (
+    ProcessPool,
+    TaskTimedOut,
+    WorkerCrashed,
+    WorkerError,
+)
+from django_tasks_local.runner import Envelope, Outcome, TaskReference, run_task
+from tests import process_tasks
+
+pytestmark = pytest.mark.filterwarnings(
+    # The test process has threads (other pools' supervisors) when it forks.
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+
+WAIT = 60
+
+
+def envelope(task: Any, *args: Any) -> Envelope:
+    return Envelope(
+        secrets.token_hex(8), TaskReference.from_task(task), list(args), {}, None
+    )
+
+
+class Starts:
+    """Collects the starts a pool reports, for tests to wait on."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[tuple[str, str]] = queue.Queue()
+
+    def __call__(self, result_id: str, worker_id: str, started_at: Any) -> None:
+        self.queue.put((result_id, worker_id))
+
+    def next(self) -> tuple[str, str]:
+        return self.queue.get(timeout=WAIT)
+
+
+@pytest.fixture
+def starts() -> Starts:
+    return Starts()
+
+
+@pytest.fixture
+def make_pool(starts: Starts) -> Iterator[Any]:
+    pools: list[ProcessPool] = []
+
+    def make(max_workers: int = 2, **options: Any) -> ProcessPool:
+        options.setdefault("mp_context", "fork")
+        pool = ProcessPool(max_workers, on_started=starts, **options)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.terminate()
+        pool.shutdown(wait=True)
+
+
+def test_runs_calls_in_children(make_pool: Any) -> None:
+    pool = make_pool()
+    assert pool.submit(pow, 2, 10).result(WAIT) == 1024
+    child_pid = pool.submit(process_tasks.plain_pid).result(WAIT)
+    assert child_pid != os.getpid()
+    assert child_pid in pool.worker_pids
+    with pytest.raises(WorkerError, match="ZeroDivisionError"):
+        pool.submit(divmod, 1, 0).result(WAIT)
+
+
+def test_concurrent_submits_all_complete(make_pool: Any) -> None:
+    # Many threads submit while the supervisor hands calls out and reaps.
+    pool = make_pool()
+    results: dict[int, Any] = {}
+
+    def submit_some(start: int) -> None:
+        futures = {n: pool.submit(pow, n, 2) for n in range(start, start + 50)}
+        for n, future in futures.items():
+            results[n] = future.result(WAIT)
+
+    threads = [threading.Thread(target=submit_some, args=(i * 50,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert results == {n: n * n for n in range(200)}
+
+
+def test_start_is_reported_when_a_child_starts_the_task(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    pool = make_pool(max_workers=1)
+    release = tmp_path / "release"
+    first = envelope(process_tasks.block_until, str(release))
+    second = envelope(process_tasks.add, 1, 2)
+    first_future = pool.submit(run_task, first)
+    second_future = pool.submit(run_task, second)
+    result_id, worker_id = starts.next()
+    assert result_id == first.result_id
+    # The only child is busy: the second call waits, not started.
+    assert starts.queue.empty()
+    assert not second_future.running()
+    release.touch()
+    assert starts.next()[0] == second.result_id
+    outcome: Outcome = first_future.result(WAIT)
+    assert worker_id == outcome.worker_id
+    assert worker_id.endswith(f":{outcome.return_value}")
+    assert second_future.result(WAIT).return_value == 3
+
+
+def test_a_crash_fails_the_started_call_and_the_waiting_one_runs(
+    make_pool: Any, starts: Starts
+) -> None:
+    pool = make_pool(max_workers=1)
+    crash = pool.submit(run_task, envelope(process_tasks.exit_hard, 1))
+    waiting = pool.submit(run_task, envelope(process_tasks.pid))
+    with pytest.raises(WorkerCrashed, match="exited with code 1"):
+        crash.result(WAIT)
+    crashed_pid = int(starts.next()[1].rsplit(":", 1)[1])
+    assert waiting.result(WAIT).return_value != crashed_pid
+    assert pool.submit(pow, 3, 3).result(WAIT) == 27
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        (process_tasks.segfault, "signal SIGSEGV"),
+        (process_tasks.block_until, "signal SIGKILL"),
+    ],
+    ids=["segfault", "sigkill"],
+)
+def test_a_child_killed_by_a_signal(
+    make_pool: Any, starts: Starts, tmp_path: Path, task: Any, message: str
+) -> None:
+    pool = make_pool()
+    args = [str(tmp_path / "never")] if task is process_tasks.block_until else []
+    future = pool.submit(run_task, envelope(task, *args))
+    worker_pid = int(starts.next()[1].rsplit(":", 1)[1])
+    if task is process_tasks.block_until:
+        os.kill(worker_pid, signal.SIGKILL)  # as the OOM killer does
+    with pytest.raises(WorkerCrashed, match=message) as caught:
+        future.result(WAIT)
+    assert f"pid {worker_pid}" in str(caught.value)
+    assert pool.submit(pow, 2, 5).result(WAIT) == 32
+
+
+def test_a_call_not_started_when_its_child_died_goes_to_another_child_once(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    # A plain function never reports its start: each death is before it.
+    marks = tmp_path / "marks"
+    pool = make_pool(max_workers=1)
+    future = pool.submit(process_tasks.touch_then_exit_hard, str(marks))
+    with pytest.raises(WorkerCrashed, match="exited with code 5"):
+        future.result(WAIT)
+    assert marks.read_text().count("attempt") == 2
+    assert pool.submit(pow, 2, 2).result(WAIT) == 4
+
+
+def test_an_idle_child_that_dies_is_replaced(make_pool: Any) -> None:
+    pool = make_pool(max_workers=1)
+    first = pool.submit(process_tasks.plain_pid).result(WAIT)
+    os.kill(first, signal.SIGKILL)
+    second = pool.submit(process_tasks.plain_pid).result(WAIT)
+    assert second != first
+
+
+def test_timeout_kills_the_child_and_the_pool_goes_on(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    pool = make_pool(max_workers=1, timeout=0.5)
+    future = pool.submit(
+        run_task, envelope(process_tasks.block_until, str(tmp_path / "never"))
+    )
+    with pytest.raises(TaskTimedOut, match=r"timeout of 0\.5s"):
+        future.result(WAIT)
+    killed_pid = int(starts.next()[1].rsplit(":", 1)[1])
+    assert pool.submit(run_task, envelope(process_tasks.pid)).result(
+        WAIT
+    ).return_value != (killed_pid)
+
+
+def test_a_result_that_cannot_be_pickled_back_fails_the_call(make_pool: Any) -> None:
+    pool = make_pool(max_workers=1)
+    child_pid = pool.submit(process_tasks.plain_pid).result(WAIT)
+    with pytest.raises(WorkerError, match="could not be sent back"):
+        pool.submit(process_tasks.unpicklable_result).result(WAIT)
+    # The same child goes on.
+    assert pool.submit(process_tasks.plain_pid).result(WAIT) == child_pid
+
+
+def test_arguments_that_cannot_be_pickled_fail_the_call(make_pool: Any) -> None:
+    pool = make_pool(max_workers=1)
+    future = pool.submit(print, threading.Lock())
+    with pytest.raises(WorkerError, match="cannot be sent to a worker process"):
+        future.result(WAIT)
+    assert pool.submit(pow, 2, 3).result(WAIT) == 8
+
+
+def test_shutdown_lets_busy_children_finish(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    pool = make_pool(max_workers=1)
+    release = tmp_path / "release"
+    busy = pool.submit(run_task, envelope(process_tasks.block_until, str(release)))
+    waiting = pool.submit(pow, 2, 4)
+    starts.next()
+    pool.shutdown(wait=False)  # while the only child is busy
+    release.touch()
+    pool.shutdown(wait=True)
+    assert busy.result(0).error is None
+    assert waiting.result(0) == 16
+    assert pool.worker_pids == []
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(pow, 2, 2)
+
+
+def test_shutdown_can_cancel_the_waiting_calls(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    pool = make_pool(max_workers=1)
+    release = tmp_path / "release"
+    busy = pool.submit(run_task, envelope(process_tasks.block_until, str(release)))
+    waiting = [pool.submit(pow, 2, n) for n in range(3)]
+    starts.next()
+    pool.shutdown(wait=False, cancel_futures=True)
+    release.touch()
+    assert busy.result(WAIT).error is None
+    for future in waiting:
+        with pytest.raises(CancelledError):
+            future.result(WAIT)
+
+
+def test_max_tasks_per_child_cannot_be_used_with_fork() -> None:
+    with pytest.raises(ValueError, match="'fork' start method"):
+        ProcessPool(1, mp_context="fork", max_tasks_per_child=3)
+
+
+def test_a_child_that_cannot_start_fails_the_waiting_calls(
+    make_pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A spawned child loads the settings afresh: broken ones stop it in
+    # django.setup(), before it takes any call.
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "tests.no_such_settings")
+    pool = make_pool(max_workers=1, mp_context="spawn")
+    future = pool.submit(pow, 2, 2)
+    with pytest.raises(WorkerError, match="could not start") as caught:
+        future.result(WAIT)
+    assert "No module named 'tests.no_such_settings'" in str(caught.value)
+    # Not broken for good: a child started with working settings takes calls.
+    monkeypatch.undo()
+    assert pool.submit(pow, 2, 3).result(WAIT) == 8
+
+
+def postgres_pid() -> int:
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_a_forked_child_lets_go_of_the_connections_it_inherits() -> None:
+    # Children fork from the supervisor thread, where task_started receivers
+    # run: that thread's open connection is what a new child would inherit.
+    supervisor_pids: list[int] = []
+    actions = [
+        lambda: supervisor_pids.append(postgres_pid()),  # opens it
+        lambda: None,
+        lambda: supervisor_pids.append(postgres_pid()),  # is it still whole?
+        lambda: connections["postgres"].close(),
+    ]
+
+    def on_started(result_id: str, worker_id: str, started_at: Any) -> None:
+        actions.pop(0)()
+
+    pool = ProcessPool(1, mp_context="fork", on_started=on_started)
+    try:
+        with pytest.raises(WorkerCrashed):
+            pool.submit(run_task, envelope(process_tasks.exit_hard, 1)).result(WAIT)
+        # A new child, forked from the thread with the open connection.
+        child = pool.submit(run_task, envelope(process_tasks.postgres_backend_pid))
+        outcome = child.result(WAIT)
+        assert outcome.error is None, outcome.error
+        assert outcome.return_value != supervisor_pids[0]
+        # The child did not close the parent's connection either.
+        pool.submit(run_task, envelope(process_tasks.add, 0, 0)).result(WAIT)
+        assert supervisor_pids == [supervisor_pids[0]] * 2
+    finally:
+        pool.submit(run_task, envelope(process_tasks.add, 0, 0)).result(WAIT)
+        pool.shutdown()
+
+
+def test_terminate_kills_busy_children_and_retries_nothing(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    mark, never = str(tmp_path / "mark"), str(tmp_path / "never")
+    pool = make_pool(max_workers=2)
+    busy = pool.submit(run_task, envelope(process_tasks.block_until, never))
+    starts.next()
+    # A plain function reports no start: to the pool it never started.
+    unstarted = pool.submit(process_tasks.plain_mark_then_block, mark, never)
+    process_tasks.wait_for_path(mark)
+    pool.terminate()
+    with pytest.raises(WorkerCrashed, match="SIGKILL"):
+        busy.result(WAIT)
+    # Killed on purpose: not handed to a new child.
+    with pytest.raises(WorkerCrashed, match="SIGKILL"):
+        unstarted.result(WAIT)
+    pool.shutdown(wait=True)
+    assert pool.worker_pids == []

@@ -1,0 +1,468 @@
+"""ProcessPoolBackend in a real Django project: ORM, connections, crashes, timeouts, forks.
+
+Start methods cost differently: a forked child is ready at once, a spawned or
+forkserver child runs django.setup() first (about half a second). So most
+tests fork; spawn runs on the settings' shared ``processes`` alias, and the
+forkserver tests share one backend.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.tasks import TaskResultStatus, task_backends
+from django.tasks.exceptions import TaskResultDoesNotExist
+
+from django_tasks_local import ProcessPoolBackend
+from tests import process_tasks
+from tests.models import Record
+
+pytestmark = pytest.mark.filterwarnings(
+    # The test process has threads (other pools' supervisors) when it forks.
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+
+WAIT = 60
+ROOT = Path(__file__).resolve().parent.parent
+
+READY = TaskResultStatus.READY
+RUNNING = TaskResultStatus.RUNNING
+SUCCESSFUL = TaskResultStatus.SUCCESSFUL
+FAILED = TaskResultStatus.FAILED
+
+
+def make_backend(alias: str, **options: Any) -> ProcessPoolBackend:
+    return ProcessPoolBackend(
+        alias, {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": options}
+    )
+
+
+def enqueue(backend: ProcessPoolBackend, task: Any, *args: Any) -> str:
+    return backend.enqueue(task, list(args), {}).id
+
+
+def wait_for_status(
+    backend: ProcessPoolBackend, result_id: str, status: TaskResultStatus
+) -> Any:
+    deadline = time.monotonic() + WAIT
+    while (result := backend.get_result(result_id)).status != status:
+        assert not result.is_finished, f"finished as {result.status}: {result.errors}"
+        assert time.monotonic() < deadline, f"still {result.status} after {WAIT}s"
+        time.sleep(0.01)
+    return result
+
+
+def worker_pid(result: Any) -> int:
+    host, pid = result.worker_ids[-1].split(":")
+    assert host == socket.gethostname()
+    return int(pid)
+
+
+def crash_error(result: Any) -> str:
+    assert result.status == FAILED
+    [error] = result.errors
+    assert error.exception_class_path == "django_tasks_local.pool.WorkerCrashed"
+    return str(error.traceback)
+
+
+@pytest.fixture(scope="module")
+def backends() -> Iterator[Callable[..., ProcessPoolBackend]]:
+    """Backends shared by a module's tests, closed at its end.
+
+    pytest-django runs the transactional tests first, so this fixture may be
+    set up twice in one session: each time with new aliases (a closed
+    backend's runtime stays closed).
+    """
+    made: dict[str, ProcessPoolBackend] = {}
+    suffix = os.urandom(4).hex()
+
+    def get(name: str, **options: Any) -> ProcessPoolBackend:
+        if name not in made:
+            made[name] = make_backend(f"{name}-{suffix}", **options)
+        return made[name]
+
+    yield get
+    for backend in made.values():
+        backend.close(timeout=10)
+
+
+@pytest.fixture
+def fork2(backends: Callable[..., ProcessPoolBackend]) -> ProcessPoolBackend:
+    return backends("fork2", MP_CONTEXT="fork", MAX_WORKERS=2)
+
+
+@pytest.fixture
+def fork1(backends: Callable[..., ProcessPoolBackend]) -> ProcessPoolBackend:
+    return backends("fork1", MP_CONTEXT="fork", MAX_WORKERS=1)
+
+
+@pytest.fixture
+def forkserver(backends: Callable[..., ProcessPoolBackend]) -> ProcessPoolBackend:
+    return backends(
+        "forkserver", MP_CONTEXT="forkserver", MAX_WORKERS=1, MAX_TASKS_PER_CHILD=2
+    )
+
+
+@pytest.fixture
+def spawn() -> ProcessPoolBackend:
+    backend = task_backends["processes"]
+    assert isinstance(backend, ProcessPoolBackend)
+    assert backend.settings["MP_CONTEXT"] == "spawn"
+    return backend
+
+
+@pytest.fixture
+def fresh_fork() -> Iterator[ProcessPoolBackend]:
+    """A backend whose children are forked after the test's own set-up."""
+    backend = make_backend(
+        f"fresh-{os.urandom(4).hex()}", MP_CONTEXT="fork", MAX_WORKERS=1
+    )
+    yield backend
+    backend.close(timeout=10)
+
+
+# -- Django-ready children ---------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_tasks_use_the_orm_under_every_start_method(
+    request: pytest.FixtureRequest, start_method: str
+) -> None:
+    backend = request.getfixturevalue({"fork": "fork1"}.get(start_method, start_method))
+    assert backend.settings["MP_CONTEXT"] == start_method
+    Record.objects.create(label="from the parent")
+    result = backend.wait_for_result(
+        enqueue(backend, process_tasks.orm_roundtrip, f"from a {start_method} child"),
+        WAIT,
+    )
+    assert result.status == SUCCESSFUL, result.errors
+    assert result.return_value == {
+        "labels": [f"from a {start_method} child", "from the parent"],
+        "in_atomic_block": False,
+    }
+    child = Record.objects.get(label=f"from a {start_method} child")
+    assert child.value == worker_pid(result) != os.getpid()
+
+
+# -- connections ------------------------------------------------------------
+
+
+def postgres_pid() -> int:
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def postgres_sessions() -> set[int]:
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity")
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_a_forked_child_never_uses_the_parents_connection(
+    fresh_fork: ProcessPoolBackend,
+) -> None:
+    parent_pid = postgres_pid()  # open before the child is forked
+    first = fresh_fork.wait_for_result(
+        enqueue(fresh_fork, process_tasks.postgres_backend_pid), WAIT
+    )
+    assert first.status == SUCCESSFUL, first.errors
+    assert first.return_value != parent_pid
+    # The child did not close the parent's session either.
+    assert postgres_pid() == parent_pid
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_with_conn_max_age_0_the_childs_connection_closes_after_each_task(
+    fresh_fork: ProcessPoolBackend,
+) -> None:
+    assert connections["postgres"].settings_dict["CONN_MAX_AGE"] == 0
+    result = fresh_fork.wait_for_result(
+        enqueue(fresh_fork, process_tasks.postgres_backend_pid), WAIT
+    )
+    assert result.status == SUCCESSFUL, result.errors
+    deadline = time.monotonic() + WAIT
+    while result.return_value in postgres_sessions():
+        assert time.monotonic() < deadline, "the task's connection stayed open"
+        time.sleep(0.05)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_with_persistent_connections_the_child_reuses_its_connection(
+    fresh_fork: ProcessPoolBackend,
+) -> None:
+    # The forked child copies the settings as they are when it starts.
+    settings_dict = connections["postgres"].settings_dict
+    settings_dict["CONN_MAX_AGE"] = None
+    try:
+        pids = [
+            fresh_fork.wait_for_result(
+                enqueue(fresh_fork, process_tasks.postgres_backend_pid), WAIT
+            ).return_value
+            for _ in range(2)
+        ]
+    finally:
+        settings_dict["CONN_MAX_AGE"] = 0
+    assert pids[0] == pids[1]
+    assert pids[0] in postgres_sessions()
+    fresh_fork.close(timeout=10)
+    # The child's exit ends its session.
+    deadline = time.monotonic() + WAIT
+    while pids[0] in postgres_sessions():
+        assert time.monotonic() < deadline, "the child's session outlived it"
+        time.sleep(0.05)
+
+
+# -- true state -------------------------------------------------------------
+
+
+def test_a_task_is_running_only_once_a_child_starts_it(
+    fork1: ProcessPoolBackend, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    first_id = enqueue(fork1, process_tasks.block_until, str(release))
+    second_id = enqueue(fork1, process_tasks.add, 1, 2)
+    first = wait_for_status(fork1, first_id, RUNNING)
+    assert first.started_at is not None
+    # The only child is busy: the second task has not started.
+    second = fork1.get_result(second_id)
+    assert second.status == READY
+    assert second.started_at is None
+    assert second.worker_ids == []
+    release.touch()
+    first = fork1.wait_for_result(first_id, WAIT)
+    second = fork1.wait_for_result(second_id, WAIT)
+    # The worker id names the child that ran the task.
+    assert worker_pid(first) == first.return_value != os.getpid()
+    assert second.return_value == 3
+    assert second.started_at >= first.finished_at
+
+
+# -- crashed workers --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "args", "message"),
+    [
+        (process_tasks.exit_hard, (1,), "exited with code 1"),
+        (process_tasks.segfault, (), "killed by signal SIGSEGV"),
+    ],
+    ids=["exit", "segfault"],
+)
+def test_a_task_that_kills_its_worker_fails_and_the_others_run(
+    fork2: ProcessPoolBackend, tmp_path: Path, task: Any, args: Any, message: str
+) -> None:
+    release = tmp_path / "release"
+    running_id = enqueue(fork2, process_tasks.block_until, str(release))
+    wait_for_status(fork2, running_id, RUNNING)
+    crash_id = enqueue(fork2, task, *args)
+    queued = [enqueue(fork2, process_tasks.add, n, n) for n in range(4)]
+    crashed = fork2.wait_for_result(crash_id, WAIT)
+    assert message in crash_error(crashed)
+    assert f"pid {worker_pid(crashed)}" in crash_error(crashed)
+    # The queued tasks run on a rebuilt child; the running one goes on.
+    for n, result_id in enumerate(queued):
+        result = fork2.wait_for_result(result_id, WAIT)
+        assert (result.status, result.return_value) == (SUCCESSFUL, 2 * n)
+        assert worker_pid(result) != worker_pid(crashed)
+    assert fork2.get_result(running_id).status == RUNNING
+    release.touch()
+    assert fork2.wait_for_result(running_id, WAIT).status == SUCCESSFUL
+    later = fork2.wait_for_result(enqueue(fork2, process_tasks.add, 2, 3), WAIT)
+    assert later.return_value == 5
+
+
+def test_a_worker_killed_from_outside_fails_its_task_and_the_others_run(
+    fork2: ProcessPoolBackend, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    victim_id = enqueue(fork2, process_tasks.block_until, str(tmp_path / "never"))
+    other_id = enqueue(fork2, process_tasks.block_until, str(release))
+    queued = [enqueue(fork2, process_tasks.add, n, 1) for n in range(3)]
+    victim = wait_for_status(fork2, victim_id, RUNNING)
+    wait_for_status(fork2, other_id, RUNNING)
+    os.kill(worker_pid(victim), signal.SIGKILL)  # as the OOM killer does
+    victim = fork2.wait_for_result(victim_id, WAIT)
+    assert f"pid {worker_pid(victim)})" in crash_error(victim)
+    assert "killed by signal SIGKILL" in crash_error(victim)
+    for n, result_id in enumerate(queued):
+        assert fork2.wait_for_result(result_id, WAIT).return_value == n + 1
+    release.touch()
+    assert fork2.wait_for_result(other_id, WAIT).status == SUCCESSFUL
+
+
+# -- timeouts ---------------------------------------------------------------
+
+
+def test_a_task_past_its_timeout_is_killed_and_the_other_child_goes_on(
+    backends: Callable[..., ProcessPoolBackend], tmp_path: Path
+) -> None:
+    timeout = 3.0
+    backend = backends("timeout", MP_CONTEXT="fork", MAX_WORKERS=2, TIMEOUT=timeout)
+    halfway = tmp_path / "halfway"
+    late_id = enqueue(backend, process_tasks.overrun, str(halfway), timeout * 2 / 3)
+    late = wait_for_status(backend, late_id, RUNNING)
+    process_tasks.wait_for_path(str(halfway))
+    # Started two thirds of a timeout later, this one runs while the first is
+    # killed and ends (well within its own timeout) once that child is gone.
+    other_id = enqueue(backend, process_tasks.wait_until_gone, worker_pid(late))
+    late = backend.wait_for_result(late_id, WAIT)
+    assert late.status == FAILED
+    [error] = late.errors
+    assert error.exception_class_path == "django_tasks_local.pool.TaskTimedOut"
+    assert f"timeout of {timeout}s" in error.traceback
+    other = backend.wait_for_result(other_id, WAIT)
+    assert (other.status, other.return_value) == (SUCCESSFUL, True)
+    assert backend.wait_for_result(
+        enqueue(backend, process_tasks.add, 1, 1), WAIT
+    ).status == (SUCCESSFUL)
+
+
+# -- recycling --------------------------------------------------------------
+
+
+def test_max_tasks_per_child_replaces_the_child(forkserver: ProcessPoolBackend) -> None:
+    ids = [enqueue(forkserver, process_tasks.pid) for _ in range(4)]
+    results = [forkserver.wait_for_result(result_id, WAIT) for result_id in ids]
+    pids = [worker_pid(result) for result in results]
+    assert pids == [result.return_value for result in results]
+    # One child at a time, two tasks each at most (an earlier test may have
+    # used the first child once already).
+    assert len(set(pids)) >= 2
+    assert max(Counter(pids).values()) <= 2
+
+
+def test_max_tasks_per_child_with_fork_is_a_configuration_error() -> None:
+    backend = make_backend("fork-recycling", MP_CONTEXT="fork", MAX_TASKS_PER_CHILD=5)
+    errors = backend.check()
+    assert [error.id for error in errors] == ["django_tasks_local.E003"]
+    assert "MAX_TASKS_PER_CHILD" in errors[0].msg
+    with pytest.raises(ImproperlyConfigured, match="E003"):
+        enqueue(backend, process_tasks.add, 1, 2)
+
+
+# -- forks of the web process -----------------------------------------------
+
+FORKED_WEB_PROCESS = textwrap.dedent(
+    """
+    import os, sys
+    import django
+    django.setup()
+    from django.tasks import task_backends
+    from tests.process_tasks import pid
+
+    def run(alias):
+        backend = task_backends[alias]
+        result = backend.wait_for_result(pid.using(backend=alias).enqueue().id, 30)
+        assert result.status == "SUCCESSFUL", result.errors
+        return result.return_value
+
+    # Made and used before the fork, as gunicorn --preload does.
+    before = {alias: run(alias) for alias in ("threads", "processes")}
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            after = {alias: run(alias) for alias in ("threads", "processes")}
+            assert after["threads"] == os.getpid(), after
+            # Its own pool: a new worker process, not the parent's.
+            assert after["processes"] not in (before["processes"], os.getpid()), after
+            os.write(writer, b"ok")
+            code = 0
+        except BaseException as exc:
+            os.write(writer, repr(exc).encode())
+        os._exit(code)
+    os.close(writer)
+    report = os.read(reader, 4096).decode()
+    _, status = os.waitpid(child, 0)
+    # The parent's backends still work.
+    assert run("processes") == before["processes"]
+    print(report, os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+def test_a_backend_made_before_a_fork_works_in_the_forked_process() -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_WEB_PROCESS],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 2,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "0"], done.stderr
+
+
+# -- enqueue from inside a worker ---------------------------------------------
+
+
+@pytest.mark.parametrize("alias", ["processes", "threads"])
+def test_a_task_enqueued_in_a_worker_runs_in_the_parents_backend(
+    spawn: ProcessPoolBackend, alias: str
+) -> None:
+    outer = spawn.wait_for_result(
+        enqueue(spawn, process_tasks.enqueue_add, alias, 2, 3), WAIT
+    )
+    assert outer.status == SUCCESSFUL, outer.errors
+    assert outer.return_value["status"] == READY
+    assert outer.return_value["backend"] == alias
+    inner = task_backends[alias].wait_for_result(outer.return_value["id"], WAIT)
+    assert (inner.status, inner.return_value) == (SUCCESSFUL, 5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_enqueued_in_a_workers_transaction_waits_for_its_commit(
+    spawn: ProcessPoolBackend,
+) -> None:
+    committed = spawn.wait_for_result(
+        enqueue(spawn, process_tasks.enqueue_in_transaction, "threads", "kept", True),
+        WAIT,
+    )
+    assert committed.status == SUCCESSFUL, committed.errors
+    inner = task_backends["threads"].wait_for_result(committed.return_value, WAIT)
+    assert inner.return_value == 1  # it saw the committed row
+    rolled_back = spawn.wait_for_result(
+        enqueue(spawn, process_tasks.enqueue_in_transaction, "threads", "gone", False),
+        WAIT,
+    )
+    assert rolled_back.status == SUCCESSFUL, rolled_back.errors
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["threads"].get_result(rolled_back.return_value)
+
+
+# -- no shared state ----------------------------------------------------------
+
+
+def test_a_global_changed_in_a_worker_does_not_change_the_parent(
+    spawn: ProcessPoolBackend,
+) -> None:
+    key = os.urandom(4).hex()
+    process_tasks.STATE[key] = "parent"
+    result = spawn.wait_for_result(
+        enqueue(spawn, process_tasks.swap_global, key, "child"), WAIT
+    )
+    assert result.status == SUCCESSFUL, result.errors
+    assert result.return_value is None  # the child has its own module
+    assert process_tasks.STATE[key] == "parent"

@@ -1,0 +1,161 @@
+"""How a task and its arguments reach a worker, and what cannot make the trip."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import datetime
+
+import pytest
+from django.conf import settings
+from django.tasks import TaskResult, TaskResultStatus, task_backends
+from django.test import override_settings
+from django.utils import timezone
+
+from django_tasks_local.runner import Envelope, TaskReference
+from django_tasks_local.serialization import InProcessSerializer, PickleSerializer
+from tests import contract_tasks
+from tests.contract_tasks import DEADLINE, SignalLog
+from tests.test_backends import CUSTOM_ALIASES
+
+PROCESS_ALIASES = ["processes", "custom_processes"]
+
+
+def local_label(text: str) -> str:
+    """A str subclass survives JSON normalization; defined locally, it cannot pickle."""
+
+    class LocalLabel(str):
+        pass
+
+    return LocalLabel(text)
+
+
+def new_result(task, args, kwargs) -> TaskResult:
+    return TaskResult(
+        task=task,
+        id="result-id",
+        status=TaskResultStatus.READY,
+        enqueued_at=timezone.now(),
+        started_at=None,
+        last_attempted_at=None,
+        finished_at=None,
+        args=args,
+        kwargs=kwargs,
+        backend="default",
+        errors=[],
+        worker_ids=[],
+    )
+
+
+def report_started(result_id: str, worker_id: str, started_at: datetime) -> None:
+    pass
+
+
+@pytest.fixture
+def with_custom_aliases():
+    with override_settings(TASKS={**settings.TASKS, **CUSTOM_ALIASES}):
+        yield
+
+
+# -- the policies ------------------------------------------------------------------
+
+
+def test_in_process_envelopes_carry_the_task_and_a_copy_of_the_arguments():
+    result = new_result(contract_tasks.argument_types, [[1]], {"key": {"a": [2]}})
+
+    envelope = InProcessSerializer().envelope(result, report_started)
+    envelope.args[0].append("changed")
+    envelope.kwargs["key"]["a"].append("changed")
+
+    assert envelope.task is contract_tasks.argument_types
+    assert envelope.report_started is report_started
+    assert (envelope.result_id, envelope.enqueued_at) == (result.id, result.enqueued_at)
+    assert (result.args, result.kwargs) == ([[1]], {"key": {"a": [2]}})
+
+
+def test_pickled_envelopes_carry_the_task_by_path():
+    task = contract_tasks.context_of_task.using(priority=5, queue_name="default")
+    result = new_result(task, ["value"], {})
+
+    envelope = PickleSerializer().envelope(result, report_started)
+    received: Envelope = pickle.loads(pickle.dumps(envelope))
+
+    assert envelope.report_started is None
+    assert received.task == TaskReference.from_task(task)
+    assert received.task.module_path == "tests.contract_tasks.context_of_task"
+    rebuilt = received.task.resolve()
+    assert rebuilt.func is task.func
+    assert (rebuilt.priority, rebuilt.takes_context) == (5, True)
+    assert (received.args, received.kwargs) == (["value"], {})
+
+
+def test_arguments_that_cannot_pickle_are_a_value_error_naming_the_problem():
+    result = new_result(contract_tasks.argument_types, [local_label("x")], {})
+
+    with pytest.raises(ValueError) as raised:
+        PickleSerializer().envelope(result, report_started)
+
+    message = str(raised.value)
+    assert "'tests.contract_tasks.argument_types'" in message
+    assert "cannot be sent to a worker process" in message
+    assert "LocalLabel" in message
+
+
+# -- through the backends ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [object(), timezone.now(), {1, 2}])
+def test_arguments_that_are_not_json_are_a_type_error(alias, value):
+    with SignalLog() as signals:
+        with pytest.raises(TypeError, match="Unsupported type"):
+            contract_tasks.argument_types.using(backend=alias).enqueue(value)
+        with pytest.raises(TypeError, match="Unsupported type"):
+            contract_tasks.argument_types.using(backend=alias).enqueue(key=value)
+
+    assert signals.by_id == {}
+
+
+@pytest.mark.usefixtures("with_custom_aliases")
+@pytest.mark.parametrize("alias", PROCESS_ALIASES)
+def test_arguments_that_cannot_reach_a_process_fail_at_enqueue(alias):
+    runtime = task_backends[alias].runtime
+    stored_before = len(runtime._store)
+
+    with SignalLog() as signals, pytest.raises(ValueError, match="must be picklable"):
+        contract_tasks.argument_types.using(backend=alias).enqueue(local_label("x"))
+
+    assert signals.by_id == {}
+    assert len(runtime._store) == stored_before
+
+
+def test_threads_take_any_json_normalizable_argument():
+    result = contract_tasks.argument_types.using(backend="threads").enqueue(
+        local_label("x")
+    )
+    result = task_backends["threads"].wait_for_result(result.id, timeout=DEADLINE)
+
+    assert result.return_value == {"args": ["LocalLabel"], "kwargs": {}}
+
+
+@pytest.mark.usefixtures("with_custom_aliases")
+@pytest.mark.parametrize("alias", PROCESS_ALIASES)
+def test_a_return_value_that_cannot_come_back_fails_the_task(alias):
+    backend = task_backends[alias]
+    result = contract_tasks.return_unpicklable_str.using(backend=alias).enqueue()
+
+    result = backend.wait_for_result(result.id, timeout=DEADLINE)
+
+    assert result.status == TaskResultStatus.FAILED
+    # Named in the error, whichever side of the pipe noticed.
+    assert "return_unpicklable_str.<locals>.Label" in result.errors[-1].traceback
+    # The worker is fine: the next task succeeds.
+    follow_up = contract_tasks.noop.using(backend=alias).enqueue()
+    assert (
+        backend.wait_for_result(follow_up.id, timeout=DEADLINE).status == "SUCCESSFUL"
+    )
+
+
+def test_threads_return_it_as_it_is():
+    result = contract_tasks.return_unpicklable_str.using(backend="threads").enqueue()
+    result = task_backends["threads"].wait_for_result(result.id, timeout=DEADLINE)
+
+    assert result.return_value == "made in the worker"

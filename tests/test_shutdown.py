@@ -1,0 +1,307 @@
+"""Shutdown: close(), and what happens to tasks when the interpreter exits.
+
+The exit tests run a real interpreter (a script, or ``django-admin runserver``)
+in a subprocess with a deadline, on a tiny settings module written for them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.tasks import TaskResultStatus, task_backends
+
+from django_tasks_local import BackendClosed
+from tests.reliability_support import own_backend, wait_until_running
+from tests.reliability_tasks import finish_in, hang, hang_started, square
+
+REPO = Path(__file__).resolve().parent.parent
+# Generous: the machine is small and shared. A hang shows as a timeout.
+DEADLINE = 60
+
+SITE_SETTINGS = """
+import os
+
+SECRET_KEY = "shutdown-tests"
+USE_TZ = True
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1"]
+INSTALLED_APPS = []
+ROOT_URLCONF = "shutdown_urls"
+DATABASES = {}
+
+OPTIONS = {"MAX_WORKERS": 1}
+if "SHUTDOWN_TIMEOUT" in os.environ:
+    OPTIONS["SHUTDOWN_TIMEOUT"] = float(os.environ["SHUTDOWN_TIMEOUT"])
+TASKS = {
+    "default": {"BACKEND": "django_tasks_local.ThreadPoolBackend", "OPTIONS": OPTIONS},
+    "processes": {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": OPTIONS},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(name)s %(levelname)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"django_tasks_local": {"handlers": ["stderr"], "level": "INFO"}},
+}
+"""
+
+SITE_URLS = """
+import os
+import time
+from pathlib import Path
+
+from django.http import HttpResponse
+from django.urls import path
+
+from tests.reliability_tasks import hang_then_write
+
+
+def enqueue_hung_task(request):
+    started = Path(os.environ["STARTED_FILE"])
+    hang_then_write.using(backend=request.GET["backend"]).enqueue(str(started))
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return HttpResponse("started" if started.exists() else "not started")
+
+
+urlpatterns = [path("enqueue/", enqueue_hung_task)]
+"""
+
+EXIT_SCRIPT = """
+import sys
+import time
+from pathlib import Path
+
+import django
+
+
+def main(backend, scenario, queued, marker):
+    from tests.reliability_tasks import finish_in, hang_then_write, square
+
+    if scenario == "hang":
+        hang_then_write.using(backend=backend).enqueue(str(marker))
+    else:
+        finish_in.using(backend=backend).enqueue(1.0, str(marker))
+        marker = marker.with_suffix(".started")
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the first task never started"
+    for n in range(queued):
+        square.using(backend=backend).enqueue(n)
+    print("enqueued", flush=True)
+    # Returns with one task running and `queued` waiting: the interpreter exits.
+
+
+# Guarded: a spawned worker process imports this module too.
+if __name__ == "__main__":
+    django.setup()
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
+"""
+
+
+@pytest.fixture
+def site(tmp_path):
+    """Environment for a subprocess that runs Django on the tiny settings module."""
+    (tmp_path / "shutdown_site.py").write_text(SITE_SETTINGS)
+    (tmp_path / "shutdown_urls.py").write_text(SITE_URLS)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "shutdown_site",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
+        "STARTED_FILE": str(tmp_path / "started"),
+        "SHUTDOWN_TIMEOUT": "1",
+    }
+    env.pop("DJANGO_TASKS_LOCAL_TEST_RUN", None)
+    return env
+
+
+def run_exit_script(env, tmp_path, backend, scenario, queued):
+    (tmp_path / "exit_script.py").write_text(EXIT_SCRIPT)
+    marker = tmp_path / f"{scenario}-marker"
+    return subprocess.run(
+        [sys.executable, str(tmp_path / "exit_script.py"), backend, scenario, str(queued), str(marker)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+
+
+def package_log_lines(stderr, fragment):
+    return [
+        line for line in stderr.splitlines() if line.startswith("django_tasks_local ") and fragment in line
+    ]
+
+
+# -- close() -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_close_is_idempotent_and_enqueue_after_it_raises(kind):
+    with own_backend(kind) as own:
+        backend = task_backends[own]
+        result = square.using(backend=own).enqueue(7)
+        assert backend.wait_for_result(result.id, timeout=60).return_value == 49
+        backend.close(timeout=30)
+        backend.close(timeout=30)
+        with pytest.raises(BackendClosed, match=rf"Task backend '{own}' is closed"):
+            square.using(backend=own).enqueue(8)
+        # Results stay readable after close.
+        assert backend.get_result(result.id).return_value == 49
+
+
+def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_finish(
+    caplog, tmp_path
+):
+    with own_backend("threads", MAX_WORKERS=1) as own:
+        backend = task_backends[own]
+        running = finish_in.using(backend=own).enqueue(0.5, str(tmp_path / "done"))
+        wait_until_running(own, running.id)
+        waiting = [square.using(backend=own).enqueue(n) for n in range(20)]
+        with caplog.at_level("WARNING", logger="django_tasks_local"):
+            backend.close(timeout=30)
+        warnings = [r for r in caplog.records if r.name == "django_tasks_local"]
+        assert [r.getMessage() for r in warnings] == [
+            f"Task backend '{own}' closed with 20 tasks that never started; they were dropped."
+        ]
+        assert backend.get_result(running.id).status == TaskResultStatus.SUCCESSFUL
+        for result in waiting:
+            dropped = backend.get_result(result.id)
+            assert dropped.status == TaskResultStatus.FAILED
+            assert dropped.errors[0].exception_class_path == "django_tasks_local.runtime.NotStarted"
+
+
+def test_close_waits_no_longer_than_its_timeout_for_a_hung_task(caplog):
+    with own_backend("threads", MAX_WORKERS=1) as own:
+        backend = task_backends[own]
+        hang_started.clear()
+        hung = hang.using(backend=own).enqueue()
+        assert hang_started.wait(30)
+        with caplog.at_level("WARNING", logger="django_tasks_local"):
+            backend.close(timeout=0.2)
+        assert backend.get_result(hung.id).status == TaskResultStatus.RUNNING
+        assert [r.getMessage() for r in caplog.records if r.name == "django_tasks_local"] == [
+            f"Task backend '{own}' closed while tasks were still running."
+        ]
+
+
+def test_shutdown_timeout_defaults_to_five_seconds():
+    with own_backend("threads") as own:
+        assert task_backends[own].settings["SHUTDOWN_TIMEOUT"] == 5.0
+        assert task_backends[own].runtime.config.shutdown_timeout == 5.0
+
+
+# -- interpreter exit ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["default", "processes"])
+def test_exit_with_a_hung_task_and_waiting_tasks(site, tmp_path, backend):
+    done = run_exit_script(site, tmp_path, backend, "hang", queued=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "enqueued\n"
+    dropped = package_log_lines(done.stderr, "that never started")
+    assert dropped == [
+        f"django_tasks_local WARNING Task backend '{backend}' closed with 300 tasks "
+        "that never started; they were dropped."
+    ], done.stderr
+    assert len(package_log_lines(done.stderr, "still running")) == 1, done.stderr
+
+
+@pytest.mark.parametrize("backend", ["default", "processes"])
+def test_exit_gives_a_running_task_time_to_finish(site, tmp_path, backend):
+    site["SHUTDOWN_TIMEOUT"] = "30"
+    done = run_exit_script(site, tmp_path, backend, "finish", queued=0)
+    assert done.returncode == 0, done.stderr
+    # Written by the task one second after it started, after the script ended.
+    assert (tmp_path / "finish-marker").read_text() == "finished"
+    assert not package_log_lines(done.stderr, "still running"), done.stderr
+
+
+# -- runserver ---------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def live_processes_in_group(pgid):
+    """Pids (not zombies) whose process group is ``pgid``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ")".
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def get(url, deadline):
+    """GET ``url``, retrying while the server is not up yet."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize(
+    ("reload", "signum", "backend"),
+    [
+        (True, signal.SIGINT, "default"),
+        (True, signal.SIGTERM, "default"),
+        (False, signal.SIGINT, "default"),
+        (True, signal.SIGINT, "processes"),
+        (False, signal.SIGINT, "processes"),
+    ],
+    ids=["reload-SIGINT", "reload-SIGTERM", "noreload-SIGINT", "processes-reload-SIGINT", "processes-noreload-SIGINT"],
+)
+def test_runserver_exits_with_a_hung_task(site, tmp_path, reload, signum, backend):
+    port = free_port()
+    command = [sys.executable, "-m", "django", "runserver", f"127.0.0.1:{port}"]
+    if not reload:
+        command.append("--noreload")
+    log = (tmp_path / "runserver.log").open("w")
+    # A session of its own: the signal goes to its whole process group, as
+    # Ctrl-C in a terminal (or a process manager stopping a service) does.
+    server = subprocess.Popen(
+        command, env=site, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE
+        assert get(f"http://127.0.0.1:{port}/enqueue/?backend={backend}", deadline) == "started"
+        os.killpg(server.pid, signum)
+        server.wait(timeout=DEADLINE)
+        deadline = time.monotonic() + DEADLINE
+        while live_processes_in_group(server.pid):
+            assert time.monotonic() < deadline, (tmp_path / "runserver.log").read_text()
+            time.sleep(0.1)
+    finally:
+        if live_processes_in_group(server.pid):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=DEADLINE)
+        log.close()

@@ -1,0 +1,192 @@
+"""The result store: bounded eviction of finished results, and copies out of it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.tasks import TaskResult, TaskResultStatus
+from django.tasks.base import TaskError
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.signals import task_finished
+from django.utils import timezone
+
+from django_tasks_local.states import transition
+from django_tasks_local.store import ResultStore, copy_json, snapshot
+from tests import contract_tasks
+from tests.contract_tasks import DEADLINE, temporary_alias, wait_until
+
+READY = TaskResultStatus.READY
+RUNNING = TaskResultStatus.RUNNING
+SUCCESSFUL = TaskResultStatus.SUCCESSFUL
+
+
+def new_result(result_id: str, args=(), kwargs=None) -> TaskResult:
+    return TaskResult(
+        task=contract_tasks.noop,
+        id=result_id,
+        status=READY,
+        enqueued_at=timezone.now(),
+        started_at=None,
+        last_attempted_at=None,
+        finished_at=None,
+        args=list(args),
+        kwargs=kwargs or {},
+        backend="default",
+        errors=[],
+        worker_ids=[],
+    )
+
+
+def store_with(max_results: int, *ids: str) -> ResultStore:
+    store = ResultStore(max_results)
+    for result_id in ids:
+        store.add(new_result(result_id))
+    return store
+
+
+def held(store: ResultStore, *ids: str) -> list[str]:
+    return [result_id for result_id in ids if result_id in store]
+
+
+# -- eviction ----------------------------------------------------------------------
+
+
+def test_finished_results_beyond_the_bound_are_evicted_oldest_finished_first():
+    store = store_with(2, "a", "b", "c", "d")
+
+    # Finished in another order than added: the order of finishing counts.
+    for result_id in ("c", "a", "d", "b"):
+        store.finished(result_id)
+
+    assert held(store, "a", "b", "c", "d") == ["b", "d"]
+    assert store.finished_count == 2
+    with pytest.raises(TaskResultDoesNotExist):
+        store.get("c")
+
+
+def test_unfinished_results_are_never_evicted():
+    store = store_with(1, "ready", "running", "first", "second", "third")
+
+    for result_id in ("first", "second", "third"):
+        store.finished(result_id)
+
+    assert held(store, "ready", "running", "first", "second", "third") == [
+        "ready",
+        "running",
+        "third",
+    ]
+    assert (store.finished_count, store.unfinished_count, len(store)) == (1, 2, 3)
+
+
+def test_discard_forgets_an_unfinished_result():
+    store = store_with(5, "kept", "rolled back")
+
+    store.discard("rolled back")
+    store.discard("never there")
+
+    assert held(store, "kept", "rolled back") == ["kept"]
+    with pytest.raises(TaskResultDoesNotExist):
+        store.get("rolled back")
+
+
+def test_get_returns_the_stored_result_itself():
+    store = ResultStore(1)
+    result = new_result("id")
+    store.add(result)
+
+    assert store.get("id") is result
+
+
+# -- snapshots ---------------------------------------------------------------------
+
+
+def test_a_snapshot_shares_nothing_mutable():
+    result = new_result("id", args=[[1], {"a": [2]}], kwargs={"k": {"nested": [3]}})
+    transition(result, RUNNING, worker_ids=["worker"], started_at=timezone.now())
+    transition(result, SUCCESSFUL, _return_value={"items": [1, {"deep": [2]}]})
+
+    copy = snapshot(result)
+    copy.args[0].append("x")
+    copy.args[1]["a"].append("x")
+    copy.kwargs["k"]["nested"].append("x")
+    copy.worker_ids.append("x")
+    copy.errors.append(TaskError(exception_class_path="x", traceback="x"))
+    copy.return_value["items"][1]["deep"].append("x")
+
+    assert result.args == [[1], {"a": [2]}]
+    assert result.kwargs == {"k": {"nested": [3]}}
+    assert result.worker_ids == ["worker"]
+    assert result.errors == []
+    assert result.return_value == {"items": [1, {"deep": [2]}]}
+
+
+def test_a_snapshot_does_not_follow_later_changes():
+    result = new_result("id")
+    copy = snapshot(result)
+
+    transition(result, RUNNING, worker_ids=["worker"], started_at=timezone.now())
+
+    assert (copy.status, copy.worker_ids, copy.started_at) == (READY, [], None)
+    assert copy.id == result.id and copy.task is result.task
+
+
+def test_copy_json_copies_lists_and_dicts_at_every_depth():
+    value = {"a": [1, {"b": [2]}], "c": "text"}
+
+    copy = copy_json(value)
+
+    assert copy == value
+    assert copy is not value
+    assert copy["a"] is not value["a"]
+    assert copy["a"][1] is not value["a"][1]
+    assert copy["a"][1]["b"] is not value["a"][1]["b"]
+
+
+# -- through a backend -------------------------------------------------------------
+
+
+def test_a_backend_keeps_at_most_max_results_finished(alias, tmp_path: Path, request):
+    name = f"store-{alias}"
+    with temporary_alias(name, like=alias, MAX_WORKERS=2, MAX_RESULTS=3) as backend:
+        runtime = backend.runtime
+        finished_counts = []
+
+        def count_finished(sender, task_result, **kwargs):
+            with runtime._lock:
+                stored = list(runtime._store._results.values())
+            finished_counts.append(sum(result.is_finished for result in stored))
+
+        # Enqueued first, so an oldest-enqueued-first eviction would drop them.
+        later = timezone.now() + timedelta(hours=1)
+        deferred = contract_tasks.noop.using(backend=name, run_after=later).enqueue()
+        blocker = contract_tasks.block.using(backend=name).enqueue(
+            str(tmp_path), "blocker"
+        )
+        wait_until((tmp_path / "blocker.started").exists)
+
+        task_finished.connect(count_finished, weak=False)
+        request.addfinalizer(lambda: task_finished.disconnect(count_finished))
+        # The blocker holds one worker; these run one by one on the other.
+        quick = [contract_tasks.noop.using(backend=name).enqueue() for _ in range(12)]
+        backend.wait_for_result(quick[-1].id, timeout=DEADLINE)
+
+        assert len(finished_counts) == 12
+        assert max(finished_counts) == 3
+        for result in quick[:-3]:
+            with pytest.raises(TaskResultDoesNotExist):
+                backend.get_result(result.id)
+        assert [backend.get_result(r.id).status for r in quick[-3:]] == [SUCCESSFUL] * 3
+        assert backend.get_result(deferred.id).status == READY
+        assert backend.get_result(blocker.id).status == RUNNING
+        assert len(runtime._store) == 3 + 2
+
+        (tmp_path / "release").touch()
+        backend.wait_for_result(blocker.id, timeout=DEADLINE)
+
+        # The blocker is now the newest finished: the oldest survivor made room.
+        with pytest.raises(TaskResultDoesNotExist):
+            backend.get_result(quick[-3].id)
+        assert [backend.get_result(r.id).status for r in quick[-2:]] == [SUCCESSFUL] * 2
+        assert backend.get_result(deferred.id).status == READY

@@ -1,0 +1,194 @@
+"""ThreadPoolBackend's executor (ThreadPool) and its database connections."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import CancelledError
+
+import psycopg
+import pytest
+from django.db import connections
+from django.db.backends.signals import connection_created
+from django.tasks import task_backends
+
+from django_tasks_local.threadpool import ThreadPool
+
+from .reliability_support import own_backend, wait_until
+from .reliability_tasks import postgres_backend_pid
+
+
+# -- the executor ------------------------------------------------------------
+
+
+def test_runs_calls_and_reports_errors():
+    pool = ThreadPool(2)
+    try:
+        assert pool.submit(pow, 3, 4).result(timeout=30) == 81
+        with pytest.raises(ZeroDivisionError):
+            pool.submit(divmod, 1, 0).result(timeout=30)
+    finally:
+        pool.shutdown()
+
+
+def test_reuses_an_idle_worker_and_never_exceeds_max_workers():
+    pool = ThreadPool(3, thread_name_prefix="reuse")
+    try:
+        names = {pool.submit(lambda: threading.current_thread().name).result(30) for _ in range(20)}
+        assert len(names) == 1
+
+        release = threading.Event()
+        futures = [
+            pool.submit(lambda: (release.wait(30), threading.current_thread().name)[1])
+            for _ in range(10)
+        ]
+        release.set()
+        names = {future.result(timeout=30) for future in futures}
+        assert len(names) <= 3
+        assert all(name.startswith("reuse_") for name in names)
+    finally:
+        pool.shutdown()
+
+
+def test_workers_are_daemon_threads():
+    # The interpreter does not join them at exit: a hung task cannot hang it.
+    pool = ThreadPool(1)
+    try:
+        assert pool.submit(lambda: threading.current_thread().daemon).result(30) is True
+    finally:
+        pool.shutdown()
+
+
+def test_shutdown_cancels_waiting_calls_and_refuses_new_ones():
+    pool = ThreadPool(1)
+    release = threading.Event()
+    running = pool.submit(release.wait, 30)
+    waiting = [pool.submit(pow, 2, n) for n in range(5)]
+    pool.shutdown(wait=False, cancel_futures=True)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(pow, 2, 2)
+    release.set()
+    assert running.result(timeout=30) is True
+    for future in waiting:
+        with pytest.raises(CancelledError):
+            future.result(timeout=30)
+    pool.shutdown(wait=True)
+
+
+def test_shutdown_without_cancel_runs_what_was_submitted():
+    pool = ThreadPool(2)
+    futures = [pool.submit(pow, 2, n) for n in range(10)]
+    pool.shutdown(wait=True)
+    assert [future.result(timeout=0) for future in futures] == [2**n for n in range(10)]
+
+
+# -- database connections ----------------------------------------------------
+
+
+def _open_default_connection():
+    """Runs in a worker: opens its connection to `default`, returns the wrapper."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return connections["default"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_worker_closes_its_connection_once_past_conn_max_age(monkeypatch):
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 1)
+    pool = ThreadPool(1)
+    try:
+        wrapper = pool.submit(_open_default_connection).result(timeout=30)
+        # No task comes: the idle worker closes it once it passes its age.
+        wait_until(lambda: wrapper.connection is None, message="idle connection closed")
+        # The worker is still there and opens a new connection when needed.
+        again = pool.submit(_open_default_connection).result(timeout=30)
+        assert again is wrapper
+        assert again.connection is not None
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_keeps_a_persistent_connection_until_shutdown(monkeypatch):
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", None)
+    pool = ThreadPool(1)
+    wrapper = pool.submit(_open_default_connection).result(timeout=30)
+    # Reused by the next call (CONN_MAX_AGE None: persistent) ...
+    assert pool.submit(_open_default_connection).result(timeout=30).connection is (
+        wrapper.connection
+    )
+    # ... and closed when the worker leaves.
+    pool.shutdown(wait=True)
+    assert wrapper.connection is None
+
+
+# -- against PostgreSQL: what the server sees --------------------------------
+
+
+def _live_backend_pids(pids):
+    """Which of ``pids`` are still connected server processes."""
+    settings_dict = connections.settings["postgres"]
+    with psycopg.connect(
+        host=settings_dict["HOST"],
+        port=settings_dict["PORT"],
+        user=settings_dict["USER"],
+        dbname="postgres",
+        connect_timeout=10,
+    ) as monitor:
+        rows = monitor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)]
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+@pytest.fixture
+def postgres_connections_opened_by_workers():
+    """(alias prefix) -> the connections opened to `postgres` by that backend's workers."""
+    opened = []
+
+    def record(sender, connection, **kwargs):
+        if connection.alias == "postgres" and threading.current_thread().name.startswith(
+            "django-tasks-local-reliability-threads"
+        ):
+            opened.append(threading.current_thread().name)
+
+    connection_created.connect(record, weak=False)
+    yield opened
+    connection_created.disconnect(record)
+
+
+def _run_pid_tasks(alias, count):
+    results = [postgres_backend_pid.using(backend=alias).enqueue() for _ in range(count)]
+    backend = task_backends[alias]
+    backend.wait_until_idle(timeout=60)
+    return [backend.get_result(result.id).return_value for result in results]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_conn_max_age_0_each_task_opens_and_closes_its_own_connection(
+    monkeypatch, postgres_connections_opened_by_workers
+):
+    monkeypatch.setitem(connections.settings["postgres"], "CONN_MAX_AGE", 0)
+    with own_backend("threads", MAX_WORKERS=4) as alias:
+        pids = _run_pid_tasks(alias, 40)
+        assert len(postgres_connections_opened_by_workers) == 40
+        assert len(set(pids)) == 40
+        # Closed after each task, while the workers are still there.
+        wait_until(lambda: not _live_backend_pids(pids), message="connections closed")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_conn_max_age_reuses_connections_then_idle_workers_close_them(
+    monkeypatch, postgres_connections_opened_by_workers
+):
+    monkeypatch.setitem(connections.settings["postgres"], "CONN_MAX_AGE", 1)
+    with own_backend("threads", MAX_WORKERS=4) as alias:
+        pids = _run_pid_tasks(alias, 40)
+        # Reused across tasks: far fewer connections than tasks, one per opening.
+        assert len(set(pids)) < 40
+        assert len(postgres_connections_opened_by_workers) == len(set(pids))
+        # The pool is idle: its workers close what passes CONN_MAX_AGE.
+        wait_until(lambda: not _live_backend_pids(pids), message="idle connections closed")
+        # And the backend still works, on new connections.
+        assert len(_run_pid_tasks(alias, 4)) == 4
