@@ -93,10 +93,10 @@ example: $(VENV)/.installed ## Set up and serve the example project (PORT=8000, 
 	echo ">> serving the example project on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"; \
 	$(VENV)/bin/python examples/demo/manage.py runserver 127.0.0.1:$(PORT)
 
-bench: $(VENV)/.installed services ## Run the full benchmark suite
+bench: $(VENV)/.installed ## Run the benchmarks; results in bench-results/ (docs/benchmarks.md)
 	$(VENV)/bin/python benchmarks/run.py
 
-bench-quick: $(VENV)/.installed services ## Run a short benchmark pass
+bench-quick: $(VENV)/.installed ## Run a short benchmark pass (under a minute)
 	$(VENV)/bin/python benchmarks/run.py --quick
 
 # NO_MKDOCS_2_WARNING: silences Material's banner about its own end of life,

@@ -183,30 +183,35 @@ class SignalLog:
     }
 
     def __init__(self) -> None:
-        # result id -> [(signal name, status, the result sent)], in order sent
-        self.by_id: dict[str, list[tuple[str, str, TaskResult]]] = defaultdict(list)
-        self.senders: set[type] = set()
+        # result id -> [(signal name, status, the result sent, sender)], in order sent
+        self.by_id: dict[str, list[tuple[str, str, TaskResult, type]]] = defaultdict(
+            list
+        )
         self._lock = threading.Lock()
         self._receivers = {name: self._receiver(name) for name in self.signals}
 
     def _receiver(self, name: str) -> Callable[..., None]:
         def receive(sender: type, task_result: TaskResult, **kwargs: Any) -> None:
             with self._lock:
-                self.by_id[task_result.id].append(
-                    (name, task_result.status, task_result)
-                )
-                self.senders.add(sender)
+                entry = (name, task_result.status, task_result, sender)
+                self.by_id[task_result.id].append(entry)
 
         return receive
 
     def sent(self, result_id: str) -> list[tuple[str, str]]:
         """(signal name, status of the result sent) in the order they were sent."""
         with self._lock:
-            return [(name, status) for name, status, _ in self.by_id[result_id]]
+            return [(name, status) for name, status, _, _ in self.by_id[result_id]]
 
     def results(self, result_id: str, name: str) -> list[TaskResult]:
         with self._lock:
-            return [result for sent, _, result in self.by_id[result_id] if sent == name]
+            return [
+                result for sent, _, result, _ in self.by_id[result_id] if sent == name
+            ]
+
+    def senders(self, result_id: str) -> set[type]:
+        with self._lock:
+            return {sender for *_, sender in self.by_id[result_id]}
 
     def __enter__(self) -> SignalLog:
         for name, signal in self.signals.items():

@@ -6,15 +6,12 @@ tests/test_docs.py maps to this module. Worker processes import the tasks
 from here, by their real path.
 """
 
-import contextvars
-import threading
-
+# --8<-- [start:quickstart]
 from django.tasks import task
 
 from django_tasks_local import current_result_id
 
 
-# --8<-- [start:quickstart]
 @task
 def count_words(text):
     return len(text.split())
@@ -65,6 +62,9 @@ def remember(value):
 # --8<-- [start:helper-threads]
 @task
 def ids_seen_by_helper_threads():
+    import contextvars
+    import threading
+
     seen = {}
 
     def look(name):

@@ -127,11 +127,7 @@ def test_enqueue_returns_a_ready_result(backend, signals):
     assert result.args == [[1, 2], "text"]
     assert result.kwargs == {"key": [3]}
     assert before <= result.enqueued_at <= after
-    assert (result.started_at, result.last_attempted_at, result.finished_at) == (
-        None,
-        None,
-        None,
-    )
+    assert result.started_at is result.last_attempted_at is result.finished_at is None
     assert (result.errors, result.worker_ids) == ([], [])
     # task_enqueued was sent before enqueue() returned.
     assert signals.sent(result.id)[0] == ("enqueued", READY)
@@ -189,7 +185,7 @@ def check_start_times(backend, live_start, signals, tmp_path):
     (tmp_path / "release").touch()
 
     late = backend.wait_for_result(late.id, timeout=DEADLINE)
-    assert late.enqueued_at < released_at <= late.started_at == late.last_attempted_at
+    assert late.enqueued_at <= released_at <= late.started_at == late.last_attempted_at
     assert late.attempts == 1
     for n, blocker in enumerate(blockers):
         blocker = backend.wait_for_result(blocker.id, timeout=DEADLINE)
@@ -294,7 +290,7 @@ def test_each_signal_is_sent_once_in_this_process(backend, signals, task, final)
         ("started", RUNNING),
         ("finished", final),
     ]
-    assert signals.senders == {type(backend)}
+    assert signals.senders(result.id) == {type(backend)}
     [finished] = signals.results(result.id, "finished")
     assert finished.finished_at == result.finished_at
     assert finished.worker_ids == result.worker_ids
@@ -448,9 +444,19 @@ def test_an_unknown_id_does_not_exist(backend):
     with pytest.raises(TaskResultDoesNotExist):
         backend.get_result("no-such-id")
     with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result(12345)
+    with pytest.raises(TaskResultDoesNotExist):
         contract_tasks.noop.using(backend=backend.alias).get_result("no-such-id")
     with pytest.raises(TaskResultDoesNotExist):
         async_to_sync(backend.aget_result)("no-such-id")
+
+
+def test_results_belong_to_their_alias(backend):
+    other_alias = "processes" if backend.alias == "threads" else "threads"
+    result = run(backend, contract_tasks.noop)
+
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends[other_alias].get_result(result.id)
 
 
 # -- time zones --------------------------------------------------------------------------

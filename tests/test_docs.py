@@ -16,12 +16,14 @@ from __future__ import annotations
 import re
 import sys
 import types
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.tasks import task_backends
+from django.tasks import TaskResult, task_backends
+from django.tasks.exceptions import InvalidTaskBackend, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued
 
 from django_tasks_local import ExecutorBackend, ProcessPoolBackend, ThreadPoolBackend
 from tests import docs_tasks
@@ -95,12 +97,16 @@ def myapp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "myapp.tasks", docs_tasks)
 
 
-def wait_for_local_backends() -> None:
-    """Let what a page started finish before the next test (and the flush)."""
-    for alias in settings.TASKS:
-        backend = task_backends[alias]
-        if isinstance(backend, ExecutorBackend) and not backend.runtime.closed:
-            backend.wait_until_idle(timeout=60)
+def wait_for(results: list[TaskResult]) -> None:
+    """Let the tasks a page enqueued finish before the next test (and the flush)."""
+    for result in results:
+        try:
+            backend = task_backends[result.backend]
+        except InvalidTaskBackend:
+            continue  # an alias that the page configured for itself, and ended
+        if isinstance(backend, ExecutorBackend):
+            with suppress(TaskResultDoesNotExist):
+                backend.wait_for_result(result.id, timeout=60)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -112,6 +118,12 @@ def test_page_code_runs(
 ) -> None:
     module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")
     monkeypatch.setitem(sys.modules, module.__name__, module)
+    enqueued: list[TaskResult] = []
+
+    def record(sender: type, task_result: TaskResult, **kwargs: object) -> None:
+        enqueued.append(task_result)
+
+    task_enqueued.connect(record, dispatch_uid="test_docs")
     try:
         for block in python_blocks(page):
             # Padded so that tracebacks give the line numbers of the page.
@@ -124,7 +136,8 @@ def test_page_code_runs(
                     f"{block} raised {type(exc).__name__}: {exc}"
                 ) from exc
     finally:
-        wait_for_local_backends()
+        task_enqueued.disconnect(dispatch_uid="test_docs")
+        wait_for(enqueued)
 
 
 def test_the_parser_finds_fenced_blocks(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import queue
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from pathlib import Path
@@ -281,6 +282,9 @@ def postgres_pid() -> int:
 def test_a_forked_child_lets_go_of_the_connections_it_inherits() -> None:
     # Children fork from the supervisor thread, where task_started receivers
     # run: that thread's open connection is what a new child would inherit.
+    # (A persistent one: the supervisor closes the others after each event.)
+    settings_dict = connections["postgres"].settings_dict
+    settings_dict["CONN_MAX_AGE"] = None
     supervisor_pids: list[int] = []
     actions = [
         lambda: supervisor_pids.append(postgres_pid()),  # opens it
@@ -307,6 +311,7 @@ def test_a_forked_child_lets_go_of_the_connections_it_inherits() -> None:
     finally:
         pool.submit(run_task, envelope(process_tasks.add, 0, 0)).result(WAIT)
         pool.shutdown()
+        settings_dict["CONN_MAX_AGE"] = 0
 
 
 def test_terminate_kills_busy_children_and_retries_nothing(
@@ -327,3 +332,33 @@ def test_terminate_kills_busy_children_and_retries_nothing(
         unstarted.result(WAIT)
     pool.shutdown(wait=True)
     assert pool.worker_pids == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_connections_opened_in_the_supervisor_thread_are_closed_as_after_a_request() -> (
+    None
+):
+    # task_started receivers run in the supervisor thread; with CONN_MAX_AGE
+    # = 0 their connection must not stay open for the pool's lifetime.
+    supervisor_pids: list[int] = []
+    pool = ProcessPool(
+        1,
+        mp_context="fork",
+        on_started=lambda *_: supervisor_pids.append(postgres_pid()),
+    )
+    try:
+        assert pool.submit(run_task, envelope(process_tasks.add, 1, 1)).result(WAIT)
+        [pid] = supervisor_pids
+        deadline = time.monotonic() + WAIT
+        while True:
+            with connections["postgres"].cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid])
+                if cursor.fetchone() is None:
+                    break
+            assert time.monotonic() < deadline, (
+                "the supervisor's connection stayed open"
+            )
+            time.sleep(0.05)
+    finally:
+        pool.shutdown()

@@ -175,9 +175,10 @@ def postgres_sessions() -> set[int]:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
-def test_a_forked_child_never_uses_the_parents_connection(
+def test_a_worker_has_its_own_connection_and_leaves_the_parents_alone(
     fresh_fork: ProcessPoolBackend,
 ) -> None:
+    # (A connection the forking thread itself holds: see test_pool.py.)
     parent_pid = postgres_pid()  # open before the child is forked
     first = fresh_fork.wait_for_result(
         enqueue(fresh_fork, process_tasks.postgres_backend_pid), WAIT

@@ -119,7 +119,8 @@ def site(tmp_path):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "shutdown_site",
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
+        # src too: the subprocess runs the code of this tree, installed or not.
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO), str(REPO / "src")]),
         "STARTED_FILE": str(tmp_path / "started"),
         "SHUTDOWN_TIMEOUT": "1",
     }

@@ -63,6 +63,7 @@ from multiprocessing.reduction import ForkingPickler
 from traceback import format_exception
 from typing import Any
 
+from django.db import close_old_connections
 from django.tasks import Task, TaskResult
 from django.utils import timezone
 
@@ -231,6 +232,10 @@ class ProcessPool(Executor):
                 if finished and not self._children:
                     return
                 self._wait_for_events()
+                # Signal receivers and forwarded enqueues ran in this thread:
+                # drop their connections past CONN_MAX_AGE, as Django does
+                # after a request (and so a forked child inherits fewer).
+                close_old_connections()
         except BaseException as exc:
             logger.exception(
                 "The process pool's supervisor failed; the pool is broken."
@@ -392,8 +397,11 @@ class ProcessPool(Executor):
             child.conn.send(reply)
         except OSError:
             pass  # the child is gone
-        except Exception as exc:  # the error itself cannot be pickled
-            child.conn.send(("enqueued", None, WorkerError(f"{reply[2]!r} ({exc!r})")))
+        except Exception as exc:  # the error in the reply cannot be pickled
+            with suppress(OSError):
+                child.conn.send(
+                    ("enqueued", None, WorkerError(f"{reply[2]!r} ({exc!r})"))
+                )
 
     def _reap(self, child: _Child) -> None:
         """The child has ended: settle its call and forget it."""

@@ -1,0 +1,176 @@
+"""Every bad input of docs/bad-input.md: the exact error, and nothing else lost.
+
+One table drives the test. Each row runs on a backend alias of its own (some
+rows close it or configure it wrongly), on both backends, between a good task
+enqueued before and one enqueued after, which must both succeed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.tasks import TaskResultStatus, task, task_backends
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+
+from django_tasks_local import BackendClosed
+
+from .reliability_support import own_backend
+from .reliability_tasks import return_set, return_unnormalizable, square
+
+
+def _define_inner_task(alias):
+    def inner():
+        return 1
+
+    return task(backend=alias)(inner)
+
+
+def _enqueue_after_close(alias):
+    task_backends[alias].close(timeout=30)
+    square.using(backend=alias).enqueue(1)
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    action: Any  # alias -> a TaskResult (for errors found in the worker) or raises
+    error: type[BaseException]
+    fragment: str
+    # OPTIONS for the row's own backend: some rows are about bad options.
+    options: dict[str, Any] = field(default_factory=dict)
+    # True: the error is recorded on the result (the task ran), not raised.
+    in_result: bool = False
+    # Whether a good task can be enqueued on the same alias after the row.
+    alias_usable_after: bool = True
+
+
+ROWS = [
+    Row(
+        "non-module-level function",
+        _define_inner_task,
+        InvalidTask,
+        "Task function must be defined at a module level.",
+    ),
+    Row(
+        "lambda argument",
+        lambda alias: square.using(backend=alias).enqueue(lambda: 1),
+        TypeError,
+        "Unsupported type: <class 'function'>",
+    ),
+    Row(
+        "date argument",
+        lambda alias: square.using(backend=alias).enqueue(datetime.date(2026, 1, 1)),
+        TypeError,
+        "Unsupported type: <class 'datetime.date'>",
+    ),
+    Row(
+        "priority out of range",
+        lambda alias: square.using(backend=alias, priority=101),
+        InvalidTask,
+        "priority must be a whole number between -100 and 100.",
+    ),
+    Row(
+        "naive run_after",
+        lambda alias: square.using(backend=alias, run_after=datetime.datetime(2030, 1, 1)),
+        InvalidTask,
+        "run_after must be an aware datetime.",
+    ),
+    Row(
+        "unknown queue",
+        lambda alias: square.using(backend=alias, queue_name="nightly"),
+        InvalidTask,
+        "Queue 'nightly' is not valid for backend.",
+    ),
+    Row(
+        "unknown option",
+        lambda alias: square.using(backend=alias).enqueue(1),
+        ImproperlyConfigured,
+        "has an unknown option 'MAX_WORKER'. Valid options: ",
+        options={"MAX_WORKER": 2},
+        alias_usable_after=False,
+    ),
+    Row(
+        "invalid option value",
+        lambda alias: square.using(backend=alias).enqueue(1),
+        ImproperlyConfigured,
+        "['MAX_WORKERS'] must be a whole number of at least 1, not 0.",
+        options={"MAX_WORKERS": 0},
+        alias_usable_after=False,
+    ),
+    Row(
+        "unpicklable return value",
+        lambda alias: return_unnormalizable.using(backend=alias).enqueue(),
+        TypeError,
+        "Unsupported type: <class '_thread.lock'>",
+        in_result=True,
+    ),
+    Row(
+        "set return value",
+        lambda alias: return_set.using(backend=alias).enqueue(),
+        TypeError,
+        "Unsupported type: <class 'set'>",
+        in_result=True,
+    ),
+    Row(
+        "enqueue after close()",
+        _enqueue_after_close,
+        BackendClosed,
+        "is closed; it cannot enqueue 'tests.reliability_tasks.square'.",
+        alias_usable_after=False,
+    ),
+    Row(
+        "get_result() with an unknown id",
+        lambda alias: task_backends[alias].get_result("0" * 32),
+        TaskResultDoesNotExist,
+        "0" * 32,
+    ),
+    Row(
+        "get_result() with an id of the wrong type",
+        lambda alias: task_backends[alias].get_result(42),
+        TaskResultDoesNotExist,
+        "42 is not a task result id: ids are str, not int.",
+    ),
+]
+
+
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_bad_input(kind, row):
+    good = square.using(backend="threads" if kind == "threads" else "processes")
+    before = good.enqueue(3)
+    with own_backend(kind, **row.options) as alias:
+        own_before = None
+        if row.alias_usable_after or row.error is BackendClosed:
+            own_before = square.using(backend=alias).enqueue(4)
+        if row.in_result:
+            result = row.action(alias)
+            finished = task_backends[alias].wait_for_result(result.id, timeout=60)
+            assert finished.status == TaskResultStatus.FAILED
+            [error] = finished.errors
+            assert error.exception_class_path == f"builtins.{row.error.__qualname__}"
+            assert row.fragment in error.traceback
+        else:
+            with pytest.raises(row.error, match=re.escape(row.fragment)):
+                row.action(alias)
+        backend = task_backends[alias]
+        if own_before is not None:
+            assert backend.wait_for_result(own_before.id, timeout=60).return_value == 16
+        if row.alias_usable_after:
+            own_after = square.using(backend=alias).enqueue(5)
+            assert backend.wait_for_result(own_after.id, timeout=60).return_value == 25
+    after = good.enqueue(6)
+    shared = task_backends[good.backend]
+    assert shared.wait_for_result(before.id, timeout=60).return_value == 9
+    assert shared.wait_for_result(after.id, timeout=60).return_value == 36
+
+
+def test_the_table_in_the_docs_lists_every_row():
+    page = (Path(__file__).resolve().parent.parent / "docs" / "bad-input.md").read_text()
+    for row in ROWS:
+        assert f"| {row.id} |" in page, row.id

@@ -1,0 +1,117 @@
+"""Load: many tasks from many threads at once; none lost, all right, memory flat."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from statistics import median
+
+import pytest
+from django.tasks import TaskResultStatus, task_backends
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.signals import task_finished
+
+from .reliability_support import own_backend
+from .reliability_tasks import square
+
+PRODUCERS = 16
+MAX_RESULTS = 100
+# Tasks waiting or running at most: producers block beyond it, so the run
+# reaches a steady state whose memory can be compared from start to end.
+BACKLOG = 2_000
+# How much the resident memory of the last third of the run may exceed that
+# of the first third. Keeping every result (no MAX_RESULTS) grows it by
+# about 1 KiB a task: over 60 MiB for 100,000 tasks.
+MEMORY_SLACK = 24 * 2**20
+
+STATM = Path("/proc/self/statm")
+
+
+def resident_bytes():
+    return int(STATM.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_load(kind, total, max_workers):
+    seen = bytearray(total)  # how many times each task finished
+    wrong = []  # (n, what it returned), for any wrong return value
+    samples = []  # resident memory, every 1% of the tasks
+    room = threading.BoundedSemaphore(BACKLOG)
+    every = total // 100
+
+    with own_backend(kind, MAX_WORKERS=max_workers, MAX_RESULTS=MAX_RESULTS) as alias:
+
+        def on_finished(sender, task_result, **kwargs):
+            if task_result.backend != alias:
+                return
+            (n,) = task_result.args
+            seen[n] += 1
+            if task_result.status != TaskResultStatus.SUCCESSFUL or (
+                task_result.return_value != n * n
+            ):
+                wrong.append((n, task_result.status))
+            if n % every == 0:
+                samples.append(resident_bytes())
+            room.release()
+
+        task_finished.connect(on_finished, weak=False)
+        try:
+            target = square.using(backend=alias)
+            first_ids = []
+
+            def produce(start):
+                for n in range(start, total, PRODUCERS):
+                    room.acquire()
+                    result = target.enqueue(n)
+                    if n < PRODUCERS:
+                        first_ids.append(result.id)
+
+            producers = [
+                threading.Thread(target=produce, args=(start,)) for start in range(PRODUCERS)
+            ]
+            for producer in producers:
+                producer.start()
+            for producer in producers:
+                producer.join()
+            backend = task_backends[alias]
+            backend.wait_until_idle(timeout=300)
+        finally:
+            task_finished.disconnect(on_finished)
+
+        # None lost, none twice, every return value right.
+        assert not wrong
+        assert seen.count(1) == total
+        # The store is consistent: only the newest MAX_RESULTS, all finished.
+        runtime = backend.runtime
+        with runtime._lock:
+            stored = [runtime._store.get(result_id) for result_id in list(runtime._store._results)]
+            assert runtime._store.unfinished_count == 0
+            assert runtime._in_flight == 0
+            assert len(runtime._line) == 0
+        assert len(stored) == MAX_RESULTS
+        for result in stored:
+            assert result.status == TaskResultStatus.SUCCESSFUL
+            assert result.return_value == result.args[0] ** 2
+        for result_id in first_ids:
+            with pytest.raises(TaskResultDoesNotExist):
+                backend.get_result(result_id)
+
+    third = len(samples) // 3
+    first, last = median(samples[:third]), median(samples[-third:])
+    assert last - first < MEMORY_SLACK, (
+        f"resident memory grew from {first / 2**20:.1f} MiB to {last / 2**20:.1f} MiB"
+    )
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not STATM.exists(), reason="measures memory through /proc"),
+]
+
+
+def test_100_000_tasks_from_16_threads_on_the_thread_backend():
+    run_load("threads", 100_000, max_workers=4)
+
+
+def test_20_000_tasks_from_16_threads_on_the_process_backend():
+    run_load("processes", 20_000, max_workers=2)
