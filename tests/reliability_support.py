@@ -36,7 +36,9 @@ def own_backend(kind: str, **options: Any) -> Iterator[str]:
                 backend.close(timeout=30)
 
 
-def wait_until(condition: Any, timeout: float = 30.0, message: str = "condition") -> None:
+def wait_until(
+    condition: Any, timeout: float = 30.0, message: str = "condition"
+) -> None:
     """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():

@@ -47,7 +47,7 @@ def raise_in_finally():
     try:
         return "never seen"
     finally:
-        raise RuntimeError("raised inside finally")  # noqa: B012
+        raise RuntimeError("raised inside finally")
 
 
 @task

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import enum
+import pickle
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from django.tasks import TaskResult
+from django.tasks.base import TaskError
 from django.utils.json import normalize_json
 from django.utils.safestring import mark_safe
 
+from django_tasks_local.runner import Envelope, Outcome, TaskReference
 from django_tasks_local.states import READY, RUNNING, SUCCESSFUL, transition
 from django_tasks_local.store import new_result, normalize, snapshot
 from tests.tasks import add
@@ -126,3 +129,19 @@ def test_a_snapshot_equals_its_result_in_every_field() -> None:
     assert copy._return_value is not result._return_value  # type: ignore[attr-defined]
     assert copy.args[1] is not result.args[1]
     assert copy.worker_ids is not result.worker_ids
+
+
+def test_what_crosses_to_a_worker_process_pickles_whole() -> None:
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    reference = TaskReference.from_task(add.using(priority=5, run_after=now))
+    envelope = Envelope("an-id", reference, [1, [2]], {"k": "v"}, now)
+    error = TaskError(exception_class_path="builtins.ValueError", traceback="tb")
+    outcomes = [
+        Outcome("worker", now, now, {"out": [1]}),
+        Outcome(None, None, now, error=error),
+    ]
+    for value in [reference, envelope, *outcomes]:
+        copy = pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        assert copy == value
+        assert type(copy) is type(value)
+    assert pickle.loads(pickle.dumps(reference)).run_after == now

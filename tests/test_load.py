@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -32,6 +33,17 @@ def resident_bytes():
     return int(STATM.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.fixture(autouse=True)
+def _quiet_task_logs():
+    """Django logs every task's start and end at INFO: 200,000 records that
+    pytest would keep in memory (distorting the measure) for no one to read."""
+    logger = logging.getLogger("django.tasks")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    yield
+    logger.setLevel(level)
+
+
 def run_load(kind, total, max_workers):
     seen = bytearray(total)  # how many times each task finished
     wrong = []  # (n, what it returned), for any wrong return value
@@ -58,16 +70,22 @@ def run_load(kind, total, max_workers):
         try:
             target = square.using(backend=alias)
             first_ids = []
+            stalled = []
 
             def produce(start):
                 for n in range(start, total, PRODUCERS):
-                    room.acquire()
+                    # Room comes back as tasks finish: none does for a minute,
+                    # and tasks were lost (or the workers are stuck).
+                    if not room.acquire(timeout=60):
+                        stalled.append(n)
+                        return
                     result = target.enqueue(n)
                     if n < PRODUCERS:
                         first_ids.append(result.id)
 
             producers = [
-                threading.Thread(target=produce, args=(start,)) for start in range(PRODUCERS)
+                threading.Thread(target=produce, args=(start,))
+                for start in range(PRODUCERS)
             ]
             for producer in producers:
                 producer.start()
@@ -79,12 +97,16 @@ def run_load(kind, total, max_workers):
             task_finished.disconnect(on_finished)
 
         # None lost, none twice, every return value right.
+        assert not stalled
         assert not wrong
         assert seen.count(1) == total
         # The store is consistent: only the newest MAX_RESULTS, all finished.
         runtime = backend.runtime
         with runtime._lock:
-            stored = [runtime._store.get(result_id) for result_id in list(runtime._store._results)]
+            stored = [
+                runtime._store.get(result_id)
+                for result_id in list(runtime._store._results)
+            ]
             assert runtime._store.unfinished_count == 0
             assert runtime._in_flight == 0
             assert len(runtime._line) == 0
@@ -105,6 +127,8 @@ def run_load(kind, total, max_workers):
 
 pytestmark = [
     pytest.mark.slow,
+    # Well beyond the usual run (under a minute each on 2 busy cores).
+    pytest.mark.timeout(600),
     pytest.mark.skipif(not STATM.exists(), reason="measures memory through /proc"),
 ]
 

@@ -33,13 +33,13 @@ def records_about(caplog, result_id, level=logging.WARNING):
 
 
 @pytest.fixture
-def raising_receiver(request):
-    """Connects, for one signal, a receiver that raises for one chosen result."""
+def raising_receiver():
+    """Connects to a signal a receiver that raises for the square of one number."""
     connected = []
 
-    def connect(signal, result_ids):
+    def connect(signal, number):
         def explode(sender, task_result, **kwargs):
-            if task_result.id in result_ids:
+            if task_result.task.name == "square" and task_result.args == [number]:
                 raise RuntimeError(f"receiver failed for {task_result.id}")
 
         signal.connect(explode, weak=False)
@@ -50,16 +50,16 @@ def raising_receiver(request):
         signal.disconnect(receiver)
 
 
-@pytest.mark.parametrize("signal", [task_started, task_finished], ids=["started", "finished"])
-def test_a_raising_receiver_loses_nothing_and_is_logged_once(alias, signal, raising_receiver, caplog):
-    target_ids = set()
-    raising_receiver(signal, target_ids)
+@pytest.mark.parametrize(
+    "signal", [task_started, task_finished], ids=["started", "finished"]
+)
+def test_a_raising_receiver_loses_nothing_and_is_logged_once(
+    alias, signal, raising_receiver, caplog
+):
+    raising_receiver(signal, 12)
     before = enqueue_squares(alias, range(5))
     with caplog.at_level(logging.INFO):
-        # Set before the task can start: the receiver then raises for it.
-        target = square.using(backend=alias)
-        faulty = target.enqueue(12)
-        target_ids.add(faulty.id)
+        faulty = square.using(backend=alias).enqueue(12)
         finished = task_backends[alias].wait_for_result(faulty.id, timeout=60)
     after = enqueue_squares(alias, range(5, 10))
     assert_squares(alias, before + after)
@@ -72,13 +72,18 @@ def test_a_raising_receiver_loses_nothing_and_is_logged_once(alias, signal, rais
         "Signal.send_robust() "
         f"(receiver failed for {faulty.id})"
     ]
+    assert not [r for r in caplog.records if r.name.startswith("django_tasks_local")]
 
 
 @pytest.mark.parametrize(
     ("task", "exception_class_path", "message"),
     [
         (raise_in_finally, "builtins.RuntimeError", "raised inside finally"),
-        (return_unnormalizable, "builtins.TypeError", "Unsupported type: <class '_thread.lock'>"),
+        (
+            return_unnormalizable,
+            "builtins.TypeError",
+            "Unsupported type: <class '_thread.lock'>",
+        ),
         (fail, "builtins.ValueError", "boom"),
     ],
     ids=["raise-in-finally", "unnormalizable-return", "raises"],
@@ -101,4 +106,3 @@ def test_a_failing_task_loses_nothing_else_and_is_logged_once(
     [logged] = records_about(caplog, failed.id)
     assert (logged.name, logged.levelname) == ("django.tasks", "ERROR")
     assert not [r for r in caplog.records if r.name.startswith("django_tasks_local")]
-

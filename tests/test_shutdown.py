@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -132,7 +131,14 @@ def run_exit_script(env, tmp_path, backend, scenario, queued):
     (tmp_path / "exit_script.py").write_text(EXIT_SCRIPT)
     marker = tmp_path / f"{scenario}-marker"
     return subprocess.run(
-        [sys.executable, str(tmp_path / "exit_script.py"), backend, scenario, str(queued), str(marker)],
+        [
+            sys.executable,
+            str(tmp_path / "exit_script.py"),
+            backend,
+            scenario,
+            str(queued),
+            str(marker),
+        ],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -143,7 +149,9 @@ def run_exit_script(env, tmp_path, backend, scenario, queued):
 
 def package_log_lines(stderr, fragment):
     return [
-        line for line in stderr.splitlines() if line.startswith("django_tasks_local ") and fragment in line
+        line
+        for line in stderr.splitlines()
+        if line.startswith("django_tasks_local ") and fragment in line
     ]
 
 
@@ -182,7 +190,10 @@ def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_fin
         for result in waiting:
             dropped = backend.get_result(result.id)
             assert dropped.status == TaskResultStatus.FAILED
-            assert dropped.errors[0].exception_class_path == "django_tasks_local.runtime.NotStarted"
+            assert (
+                dropped.errors[0].exception_class_path
+                == "django_tasks_local.runtime.NotStarted"
+            )
 
 
 def test_close_waits_no_longer_than_its_timeout_for_a_hung_task(caplog):
@@ -194,9 +205,9 @@ def test_close_waits_no_longer_than_its_timeout_for_a_hung_task(caplog):
         with caplog.at_level("WARNING", logger="django_tasks_local"):
             backend.close(timeout=0.2)
         assert backend.get_result(hung.id).status == TaskResultStatus.RUNNING
-        assert [r.getMessage() for r in caplog.records if r.name == "django_tasks_local"] == [
-            f"Task backend '{own}' closed while tasks were still running."
-        ]
+        assert [
+            r.getMessage() for r in caplog.records if r.name == "django_tasks_local"
+        ] == [f"Task backend '{own}' closed while tasks were still running."]
 
 
 def test_shutdown_timeout_defaults_to_five_seconds():
@@ -279,7 +290,13 @@ def get(url, deadline):
         (True, signal.SIGINT, "processes"),
         (False, signal.SIGINT, "processes"),
     ],
-    ids=["reload-SIGINT", "reload-SIGTERM", "noreload-SIGINT", "processes-reload-SIGINT", "processes-noreload-SIGINT"],
+    ids=[
+        "reload-SIGINT",
+        "reload-SIGTERM",
+        "noreload-SIGINT",
+        "processes-reload-SIGINT",
+        "processes-noreload-SIGINT",
+    ],
 )
 def test_runserver_exits_with_a_hung_task(site, tmp_path, reload, signum, backend):
     port = free_port()
@@ -290,11 +307,19 @@ def test_runserver_exits_with_a_hung_task(site, tmp_path, reload, signum, backen
     # A session of its own: the signal goes to its whole process group, as
     # Ctrl-C in a terminal (or a process manager stopping a service) does.
     server = subprocess.Popen(
-        command, env=site, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        env=site,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + DEADLINE
-        assert get(f"http://127.0.0.1:{port}/enqueue/?backend={backend}", deadline) == "started"
+        assert (
+            get(f"http://127.0.0.1:{port}/enqueue/?backend={backend}", deadline)
+            == "started"
+        )
         os.killpg(server.pid, signum)
         server.wait(timeout=DEADLINE)
         deadline = time.monotonic() + DEADLINE

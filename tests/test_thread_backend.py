@@ -16,7 +16,6 @@ from django_tasks_local.threadpool import ThreadPool
 from .reliability_support import own_backend, wait_until
 from .reliability_tasks import postgres_backend_pid
 
-
 # -- the executor ------------------------------------------------------------
 
 
@@ -33,7 +32,10 @@ def test_runs_calls_and_reports_errors():
 def test_reuses_an_idle_worker_and_never_exceeds_max_workers():
     pool = ThreadPool(3, thread_name_prefix="reuse")
     try:
-        names = {pool.submit(lambda: threading.current_thread().name).result(30) for _ in range(20)}
+        names = {
+            pool.submit(lambda: threading.current_thread().name).result(30)
+            for _ in range(20)
+        }
         assert len(names) == 1
 
         release = threading.Event()
@@ -146,8 +148,11 @@ def postgres_connections_opened_by_workers():
     opened = []
 
     def record(sender, connection, **kwargs):
-        if connection.alias == "postgres" and threading.current_thread().name.startswith(
-            "django-tasks-local-reliability-threads"
+        if (
+            connection.alias == "postgres"
+            and threading.current_thread().name.startswith(
+                "django-tasks-local-reliability-threads"
+            )
         ):
             opened.append(threading.current_thread().name)
 
@@ -157,7 +162,9 @@ def postgres_connections_opened_by_workers():
 
 
 def _run_pid_tasks(alias, count):
-    results = [postgres_backend_pid.using(backend=alias).enqueue() for _ in range(count)]
+    results = [
+        postgres_backend_pid.using(backend=alias).enqueue() for _ in range(count)
+    ]
     backend = task_backends[alias]
     backend.wait_until_idle(timeout=60)
     return [backend.get_result(result.id).return_value for result in results]
@@ -189,6 +196,8 @@ def test_conn_max_age_reuses_connections_then_idle_workers_close_them(
         assert len(set(pids)) < 40
         assert len(postgres_connections_opened_by_workers) == len(set(pids))
         # The pool is idle: its workers close what passes CONN_MAX_AGE.
-        wait_until(lambda: not _live_backend_pids(pids), message="idle connections closed")
+        wait_until(
+            lambda: not _live_backend_pids(pids), message="idle connections closed"
+        )
         # And the backend still works, on new connections.
         assert len(_run_pid_tasks(alias, 4)) == 4

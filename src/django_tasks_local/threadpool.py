@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
+from functools import partial
 from typing import Any
 
 from django.db import close_old_connections, connections
@@ -38,15 +39,15 @@ class _WorkItem:
         self.args = args
         self.kwargs = kwargs
 
-    def run(self) -> None:
+    def run(self) -> Callable[[], None] | None:
+        """Run the call; return what settles its future (None: it was cancelled)."""
         if not self.future.set_running_or_notify_cancel():
-            return
+            return None
         try:
             result = self.fn(*self.args, **self.kwargs)
         except BaseException as exc:
-            self.future.set_exception(exc)
-        else:
-            self.future.set_result(result)
+            return partial(self.future.set_exception, exc)
+        return partial(self.future.set_result, result)
 
 
 class ThreadPool(Executor):
@@ -65,13 +66,18 @@ class ThreadPool(Executor):
         self._lock = threading.Lock()
         self._shutdown = False
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
         future: Future[Any] = Future()
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._work.put(_WorkItem(future, fn, args, kwargs))
-            if not self._idle.acquire(timeout=0) and len(self._threads) < self._max_workers:
+            if (
+                not self._idle.acquire(timeout=0)
+                and len(self._threads) < self._max_workers
+            ):
                 thread = threading.Thread(
                     target=self._work_loop,
                     name=f"{self._thread_name_prefix}_{next(self._numbers)}",
@@ -106,7 +112,7 @@ class ThreadPool(Executor):
         try:
             while True:
                 try:
-                    item = self._work.get(timeout=_seconds_to_next_expiry(checked_until))
+                    item = self._next_item(checked_until)
                 except queue.Empty:
                     checked_until = time.monotonic()
                     close_old_connections()
@@ -114,13 +120,28 @@ class ThreadPool(Executor):
                 if item is None:
                     self._work.put(None)
                     return
-                item.run()
-                # Drop the reference now, not when the next item arrives: the
+                settle = item.run()
+                # Drop the references now, not when the next item arrives: a
                 # task's arguments and result must not outlive it here.
                 del item
+                # Idle from here: a call submitted by the future's callbacks
+                # (the backend starts its next task there) reuses this worker
+                # rather than starting another thread.
                 self._idle.release()
+                if settle is not None:
+                    settle()
+                    del settle
         finally:
             connections.close_all()
+
+    def _next_item(self, checked_until: float) -> _WorkItem | None:
+        """The next item; queue.Empty when a connection is due to be closed first."""
+        try:
+            # Under load there always is a next item: take it before working
+            # out how long an idle wait may last.
+            return self._work.get_nowait()
+        except queue.Empty:
+            return self._work.get(timeout=_seconds_to_next_expiry(checked_until))
 
 
 def _seconds_to_next_expiry(checked_until: float) -> float | None:
