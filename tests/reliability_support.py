@@ -13,12 +13,27 @@ from django.conf import settings
 from django.tasks import task_backends
 from django.test import override_settings
 
+from django_tasks_local import ThreadPoolBackend
+from django_tasks_local.threadpool import ThreadPool
+
 BACKENDS = {
     "threads": "django_tasks_local.ThreadPoolBackend",
     "processes": "django_tasks_local.ProcessPoolBackend",
 }
 
 _numbers = itertools.count()
+
+
+class _UnstoppablePool(ThreadPool):
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        raise RuntimeError("this executor cannot shut down")
+
+
+class BrokenShutdownBackend(ThreadPoolBackend):
+    """A backend whose executor raises on shutdown (for the exit tests)."""
+
+    def create_executor(self) -> ThreadPool:
+        return _UnstoppablePool(1)
 
 
 @contextmanager

@@ -43,6 +43,7 @@ if "SHUTDOWN_TIMEOUT" in os.environ:
 TASKS = {
     "default": {"BACKEND": "django_tasks_local.ThreadPoolBackend", "OPTIONS": OPTIONS},
     "processes": {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": OPTIONS},
+    "broken": {"BACKEND": "tests.reliability_support.BrokenShutdownBackend"},
 }
 
 LOGGING = {
@@ -88,7 +89,14 @@ import django
 def main(backend, scenario, queued, marker):
     from tests.reliability_tasks import finish_in, hang_then_write, square
 
-    if scenario == "hang":
+    if scenario == "broken":
+        # A backend whose executor fails to shut down, made first: it is
+        # closed first at exit, and must not keep `backend` from closing.
+        from django.tasks import task_backends
+
+        done = square.using(backend="broken").enqueue(2)
+        task_backends["broken"].wait_for_result(done.id, timeout=30)
+    if scenario in ("hang", "broken"):
         hang_then_write.using(backend=backend).enqueue(str(marker))
     else:
         finish_in.using(backend=backend).enqueue(1.0, str(marker))
@@ -123,7 +131,6 @@ def site(tmp_path):
         "STARTED_FILE": str(tmp_path / "started"),
         "SHUTDOWN_TIMEOUT": "1",
     }
-    env.pop("DJANGO_TASKS_LOCAL_TEST_RUN", None)
     return env
 
 
@@ -230,6 +237,15 @@ def test_exit_with_a_hung_task_and_waiting_tasks(site, tmp_path, backend):
         "that never started; they were dropped."
     ], done.stderr
     assert len(package_log_lines(done.stderr, "still running")) == 1, done.stderr
+
+
+def test_exit_closes_every_backend_when_one_fails_to(site, tmp_path):
+    done = run_exit_script(site, tmp_path, "default", "broken", queued=10)
+    assert done.returncode == 0, done.stderr
+    failed = package_log_lines(done.stderr, "failed")
+    assert failed == ["django_tasks_local ERROR Closing task backend 'broken' failed."]
+    assert "RuntimeError: this executor cannot shut down" in done.stderr
+    assert package_log_lines(done.stderr, "closed with 10 tasks that never started")
 
 
 @pytest.mark.parametrize("backend", ["default", "processes"])

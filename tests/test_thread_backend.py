@@ -201,3 +201,33 @@ def test_conn_max_age_reuses_connections_then_idle_workers_close_them(
         )
         # And the backend still works, on new connections.
         assert len(_run_pid_tasks(alias, 4)) == 4
+
+
+def _terminate_backend(pid):
+    settings_dict = connections.settings["postgres"]
+    with psycopg.connect(
+        host=settings_dict["HOST"],
+        port=settings_dict["PORT"],
+        user=settings_dict["USER"],
+        dbname="postgres",
+        connect_timeout=10,
+        autocommit=True,
+    ) as monitor:
+        monitor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_conn_health_checks_replace_a_connection_that_broke_between_tasks(
+    monkeypatch,
+):
+    monkeypatch.setitem(connections.settings["postgres"], "CONN_MAX_AGE", None)
+    monkeypatch.setitem(connections.settings["postgres"], "CONN_HEALTH_CHECKS", True)
+    with own_backend("threads", MAX_WORKERS=1) as alias:
+        [first] = _run_pid_tasks(alias, 1)
+        # The server drops the idle worker's connection (a restart, a proxy).
+        _terminate_backend(first)
+        wait_until(lambda: not _live_backend_pids([first]), message="connection gone")
+        # Checked before the next task uses it, found broken, and replaced.
+        [second] = _run_pid_tasks(alias, 1)
+        assert second != first

@@ -478,13 +478,21 @@ def all_runtimes() -> list[Runtime]:
         return list(_registry.values())
 
 
-def close_at_exit() -> None:
+def _close_at_exit() -> None:
     """Close every runtime: drop the waiting tasks, give running ones SHUTDOWN_TIMEOUT.
 
     All stop taking tasks first, then all wait at once, so two backends
     take as long as the slower one, not the sum.
     """
-    stopped = [runtime for runtime in all_runtimes() if runtime._stop()]
+    stopped = []
+    for runtime in all_runtimes():
+        # One backend's failure (a custom executor's shutdown raising) must
+        # not keep the others from closing, nor stop the exit.
+        try:
+            if runtime._stop():
+                stopped.append(runtime)
+        except Exception:
+            logger.exception("Closing task backend %r failed.", runtime.config.alias)
     start = time.monotonic()
     for runtime in stopped:
         remaining = start + runtime.config.shutdown_timeout - time.monotonic()
@@ -507,7 +515,7 @@ def _register_exit_hook() -> None:
     if _exit_hook_registered:
         return
     try:
-        threading._register_atexit(close_at_exit)  # type: ignore[attr-defined]
+        threading._register_atexit(_close_at_exit)  # type: ignore[attr-defined]
     except RuntimeError:
         return  # the interpreter is already shutting down
     _exit_hook_registered = True
