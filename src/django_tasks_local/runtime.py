@@ -22,8 +22,9 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.db import transaction
-from django.dispatch import Signal
+from django.dispatch import Signal, receiver
 from django.tasks import Task, TaskResult
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
@@ -220,7 +221,6 @@ class Runtime:
                 return False
             self._closed = True
             dropped = self._line.drain()
-            executor, self._executor = self._executor, None
             self._timer_wakeup.notify_all()
         if dropped:
             logger.warning(
@@ -230,14 +230,10 @@ class Runtime:
                 len(dropped),
             )
         self._drop(dropped)
-        if executor is not None:
-            # The plain Executor signature: loky's and Dask's shutdown() take
-            # no cancel_futures, and the core never hands an executor more
-            # than it can start, so nothing is queued there to cancel.
-            executor.shutdown(wait=False)
         return True
 
     def _wait_for_running(self, timeout: float | None) -> None:
+        """Give running tasks ``timeout`` seconds, then shut the executor down."""
         try:
             self.wait_until_idle(timeout)
         except TimeoutError:
@@ -245,6 +241,14 @@ class Runtime:
                 "Task backend %r closed while tasks were still running.",
                 self.config.alias,
             )
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            # Only now: some executors (Dask's) cancel what is still running.
+            # The plain Executor signature, since loky's and Dask's shutdown()
+            # take no cancel_futures; the core never hands an executor more
+            # than it can start, so nothing is queued there to cancel.
+            executor.shutdown(wait=False)
 
     @property
     def closed(self) -> bool:
@@ -332,7 +336,7 @@ class Runtime:
 
     def _release(self, envelope: Envelope) -> None:
         task = envelope.task
-        batch: list[tuple[Executor, Envelope]] = []
+        batch: list[Envelope] = []
         with self._lock:
             closed = self._closed
             if not closed:
@@ -351,7 +355,7 @@ class Runtime:
             self._drop([envelope])
         self._submit(batch)
 
-    def _take_startable_locked(self) -> list[tuple[Executor, Envelope]]:
+    def _take_startable_locked(self) -> list[Envelope]:
         """Take what free workers can start now, counting it as in flight."""
         batch = []
         while not self._closed and self._in_flight < self.config.max_workers:
@@ -359,15 +363,24 @@ class Runtime:
             if envelope is None:
                 break
             self._in_flight += 1
-            batch.append((self._executor_locked(), envelope))
+            batch.append(envelope)
         return batch
 
-    def _submit(self, batch: list[tuple[Executor, Envelope]]) -> None:
-        for executor, envelope in batch:
+    def _submit(self, batch: list[Envelope]) -> None:
+        for envelope in batch:
+            executor = None
             try:
+                with self._lock:
+                    if self._executor is None:
+                        if self._closed:
+                            raise BackendClosed("The task backend closed first.")
+                        self._executor = self.config.create_executor()
+                    executor = self._executor
                 future = executor.submit(run_task, envelope)
             except BaseException as exc:
-                # A broken or shut-down executor is replaced for the tasks after.
+                # The task fails, not the backend: a broken or shut-down
+                # executor (or one that could not be created) is replaced for
+                # the tasks after.
                 with self._lock:
                     if self._executor is executor:
                         self._executor = None
@@ -375,11 +388,6 @@ class Runtime:
                 self._finish(envelope, outcome, was_in_flight=True)
             else:
                 future.add_done_callback(partial(self._on_done, envelope))
-
-    def _executor_locked(self) -> Executor:
-        if self._executor is None:
-            self._executor = self.config.create_executor()
-        return self._executor
 
     def _ensure_timer_locked(self) -> None:
         """One thread per runtime sleeps until the next run_after, however many."""
@@ -478,6 +486,18 @@ def all_runtimes() -> list[Runtime]:
         return list(_registry.values())
 
 
+@receiver(setting_changed)
+def _forget_closed_runtimes(*, setting: str, **kwargs: Any) -> None:
+    # close() is final for an alias and its settings in this process; but when
+    # TASKS changes (override_settings in tests), a backend built afresh from
+    # settings that were closed before starts with a fresh runtime.
+    if setting == "TASKS":
+        with _registry_lock:
+            for key, runtime in list(_registry.items()):
+                if runtime.closed:
+                    del _registry[key]
+
+
 def _close_at_exit() -> None:
     """Close every runtime: drop the waiting tasks, give running ones SHUTDOWN_TIMEOUT.
 
@@ -496,7 +516,10 @@ def _close_at_exit() -> None:
     start = time.monotonic()
     for runtime in stopped:
         remaining = start + runtime.config.shutdown_timeout - time.monotonic()
-        runtime._wait_for_running(max(0.0, remaining))
+        try:
+            runtime._wait_for_running(max(0.0, remaining))
+        except Exception:
+            logger.exception("Closing task backend %r failed.", runtime.config.alias)
 
 
 _exit_hook_registered = False

@@ -1,0 +1,158 @@
+"""Where a thread backend task's time goes: two diagnostics behind docs/benchmarks.md.
+
+Run from the repository root: ``python benchmarks/breakdown.py``.
+
+* The whole life of a no-op task (enqueue, run, finish, three signals) on an
+  executor that runs it inline, in the calling thread: the CPU time per task
+  with Django's default logging, with the ``django.tasks`` logger at WARNING,
+  and with no receiver on the task signals at all.
+* The start delay, stage by stage: one no-op task at a time on an idle pool,
+  as the start-delay scenario of ``run.py`` does, with the stages between
+  ``enqueue()`` returning and the body starting timestamped by wrapping the
+  runtime's own methods (it reaches into private methods, which may change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import run  # sets DJANGO_SETTINGS_MODULE
+
+
+def whole_task() -> None:
+    import logging
+    from concurrent.futures import Executor, Future
+
+    from django.tasks import signals
+
+    from benchmarks import tasks
+    from django_tasks_local import ThreadPoolBackend
+
+    class InlineExecutor(Executor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            future: Future[Any] = Future()
+            future.set_running_or_notify_cancel()
+            future.set_result(fn(*args, **kwargs))
+            return future
+
+    class InlineBackend(ThreadPoolBackend):
+        def create_executor(self) -> Executor:
+            return InlineExecutor()
+
+    backend = InlineBackend("inline", {"OPTIONS": {"MAX_RESULTS": 1000}})
+
+    def cpu_per_task() -> float:
+        count, best = 4000, float("inf")
+        for _ in range(5):
+            start = time.thread_time()
+            for i in range(count):
+                backend.enqueue(tasks.add_task, (i, 1), {})
+            best = min(best, (time.thread_time() - start) / count * 1e6)
+        return best
+
+    logger = logging.getLogger("django.tasks")
+    receivers = [
+        (signals.task_enqueued, signals.log_task_enqueued),
+        (signals.task_started, signals.log_task_started),
+        (signals.task_finished, signals.log_task_finished),
+    ]
+    print(f"{'whole task life, inline (CPU, best of 5)':<48}  µs")
+    print(f"{'Django default logging':<48}  {cpu_per_task():7.1f}")
+    logger.setLevel(logging.WARNING)
+    print(f"{'django.tasks logger at WARNING':<48}  {cpu_per_task():7.1f}")
+    for signal, receiver in receivers:
+        signal.disconnect(receiver)
+    print(f"{'no receivers on the task signals':<48}  {cpu_per_task():7.1f}")
+    for signal, receiver in receivers:
+        signal.connect(receiver)
+    logger.setLevel(logging.NOTSET)
+    backend.close()
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--task-logs-at-warning", action="store_true")
+    args = parser.parse_args()
+
+    import logging
+
+    import django
+
+    django.setup()
+    from django.tasks import task_backends
+
+    from benchmarks import tasks
+    from django_tasks_local import runtime
+
+    whole_task()
+    if args.task_logs_at_warning:
+        logging.getLogger("django.tasks").setLevel(logging.WARNING)
+    stamps: dict[str, dict[str, float]] = {}
+
+    def stamp(result_id: str, stage: str) -> None:
+        stamps.setdefault(result_id, {}).setdefault(stage, time.perf_counter())
+
+    def around(name: str, id_of: Any, before: str, after: str | None = None) -> None:
+        method = getattr(runtime.Runtime, name)
+
+        def wrapper(self: Any, *a: Any) -> Any:
+            stamp(id_of(*a), before)
+            value = method(self, *a)
+            if after:
+                stamp(id_of(*a), after)
+            return value
+
+        setattr(runtime.Runtime, name, wrapper)
+
+    around(
+        "mark_started",
+        lambda result_id, *_: result_id,
+        "run_task has begun",
+        "mark_started() done",
+    )
+    around("_start_locked", lambda result, *_: result.id, "runtime lock taken")
+    around(
+        "_send",
+        lambda signal, result: result.id + str(signal is runtime.task_started),
+        "",
+    )
+
+    backend = task_backends["threads"]
+    task = tasks.body_started_task.using(backend="threads")
+    for _ in range(20):  # warm the pool
+        backend.wait_for_result(task.enqueue().id, run.WAIT)
+    rows = []
+    for _ in range(args.samples):
+        result = task.enqueue()
+        returned = time.perf_counter()
+        body = backend.wait_for_result(result.id, run.WAIT).return_value
+        row = stamps.pop(result.id)
+        row["task_started being sent"] = stamps.pop(result.id + "True")[""]
+        row["task body starts"] = body
+        rows.append({stage: (at - returned) * 1e6 for stage, at in row.items()})
+        stamps.clear()
+        time.sleep(0.002)
+    order = [
+        "run_task has begun",
+        "runtime lock taken",
+        "task_started being sent",
+        "mark_started() done",
+        "task body starts",
+    ]
+    print(f"{'stage (p50 after enqueue() returned)':<40}  µs")
+    for stage in order:
+        print(f"{stage:<40}  {statistics.median(r[stage] for r in rows):7.1f}")
+    backend.close(run.WAIT)
+
+
+if __name__ == "__main__":
+    main()
