@@ -165,6 +165,8 @@ class Bench:
         self.last_raw_futures: dict[int, Any] = {}
         self.last_ids: list[str] = []
         self._memory_round = 0
+        # What every CPU-bound task must return.
+        self.burn_result = tasks.burn(sizes.cpu_loop)
         self.warm_up()
 
     def task(self, name: str, alias: str) -> Any:
@@ -384,12 +386,6 @@ class Bench:
                 "cpu: ours",
             )
         return {"speedup": timings["thread"] / timings["process"], **_seconds(timings)}
-
-    @property
-    def burn_result(self) -> int:
-        if not hasattr(self, "_burn_result"):
-            self._burn_result = self.tasks.burn(self.sizes.cpu_loop)
-        return self._burn_result
 
     # -- start delay, idle pool ------------------------------------------------
 
