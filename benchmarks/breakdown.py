@@ -1,4 +1,4 @@
-"""Where a thread backend task's time goes: two diagnostics behind docs/benchmarks.md.
+"""Where a thread backend task's time goes: the diagnostics behind docs/benchmarks.md.
 
 Run from the repository root: ``python benchmarks/breakdown.py``.
 
@@ -6,6 +6,9 @@ Run from the repository root: ``python benchmarks/breakdown.py``.
   executor that runs it inline, in the calling thread: the CPU time per task
   with Django's default logging, with the ``django.tasks`` logger at WARNING,
   and with no receiver on the task signals at all.
+* Wall time and context switches per task in a burst of no-op tasks, a raw
+  ``ThreadPoolExecutor`` against ours, with 1 worker and with 4 (Linux: it
+  reads ``/proc/self/task/*/status``).
 * The start delay, stage by stage: one no-op task at a time on an idle pool,
   as the start-delay scenario of ``run.py`` does, with the stages between
   ``enqueue()`` returning and the body starting timestamped by wrapping the
@@ -77,6 +80,57 @@ def whole_task() -> None:
     print()
 
 
+def handoffs() -> None:
+    """Wall time and context switches per task, raw pool against ours, by pool size."""
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import wait as wait_futures
+
+    from benchmarks import tasks
+    from django_tasks_local import ThreadPoolBackend
+
+    def switches() -> int:
+        # Linux: every thread's voluntary context switches (it blocked).
+        total = 0
+        for status in Path("/proc/self/task").glob("*/status"):
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches"):
+                    total += int(line.split()[1])
+        return total
+
+    count = 5000
+    print(
+        f"{'no-op tasks, 5,000 in a burst':<36}  {'µs/task':>8}  {'switches/task':>13}"
+    )
+    for workers in (1, 4):
+        raw = ThreadPoolExecutor(workers)
+        ours = ThreadPoolBackend(
+            f"handoffs-{workers}",
+            {"OPTIONS": {"MAX_WORKERS": workers, "MAX_RESULTS": count}},
+        )
+        for i in range(20):  # start the threads
+            raw.submit(tasks.add, i, 1)
+            ours.enqueue(tasks.add_task, (i, 1), {})
+        ours.wait_until_idle(run.WAIT)
+
+        for name in ("raw ThreadPoolExecutor", "ours"):
+            before, start = switches(), time.perf_counter()
+            if name == "ours":
+                for i in range(count):
+                    ours.enqueue(tasks.add_task, (i, 1), {})
+                ours.wait_until_idle(run.WAIT)
+            else:
+                futures = [raw.submit(tasks.add, i, 1) for i in range(count)]
+                wait_futures(futures, run.WAIT)
+            elapsed, switched = time.perf_counter() - start, switches() - before
+            label = f"{name}, {workers} worker{'s' if workers > 1 else ''}"
+            print(
+                f"{label:<36}  {elapsed / count * 1e6:8.1f}  {switched / count:13.2f}"
+            )
+        raw.shutdown()
+        ours.close(run.WAIT)
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300)
@@ -94,6 +148,7 @@ def main() -> None:
     from django_tasks_local import runtime
 
     whole_task()
+    handoffs()
     if args.task_logs_at_warning:
         logging.getLogger("django.tasks").setLevel(logging.WARNING)
     stamps: dict[str, dict[str, float]] = {}
