@@ -134,23 +134,24 @@ def handoffs() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--task-logs-at-warning", action="store_true")
     args = parser.parse_args()
-
-    import logging
 
     import django
 
     django.setup()
+    whole_task()
+    handoffs()
+    start_delay_stages(args.samples)
+
+
+def start_delay_stages(samples: int) -> None:
+    import logging
+
     from django.tasks import task_backends
 
     from benchmarks import tasks
     from django_tasks_local import runtime
 
-    whole_task()
-    handoffs()
-    if args.task_logs_at_warning:
-        logging.getLogger("django.tasks").setLevel(logging.WARNING)
     stamps: dict[str, dict[str, float]] = {}
 
     def stamp(result_id: str, stage: str) -> None:
@@ -185,17 +186,24 @@ def main() -> None:
     task = tasks.body_started_task.using(backend="threads")
     for _ in range(20):  # warm the pool
         backend.wait_for_result(task.enqueue().id, run.WAIT)
-    rows = []
-    for _ in range(args.samples):
+    # Django's default logging and django.tasks at WARNING, sample by sample
+    # in turn, so that both see the same load on the machine.
+    logger = logging.getLogger("django.tasks")
+    levels = {"default logging": logging.NOTSET, "logs at WARNING": logging.WARNING}
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in levels}
+    for i in range(2 * samples):
+        name = list(levels)[i % 2]
+        logger.setLevel(levels[name])
         result = task.enqueue()
         returned = time.perf_counter()
         body = backend.wait_for_result(result.id, run.WAIT).return_value
         row = stamps.pop(result.id)
         row["task_started being sent"] = stamps.pop(result.id + "True")[""]
         row["task body starts"] = body
-        rows.append({stage: (at - returned) * 1e6 for stage, at in row.items()})
+        rows[name].append({stage: (at - returned) * 1e6 for stage, at in row.items()})
         stamps.clear()
         time.sleep(0.002)
+    logger.setLevel(logging.NOTSET)
     order = [
         "run_task has begun",
         "runtime lock taken",
@@ -203,9 +211,10 @@ def main() -> None:
         "mark_started() done",
         "task body starts",
     ]
-    print(f"{'stage (p50 after enqueue() returned)':<40}  µs")
+    print(f"{'stage (p50 µs after enqueue() returned)':<40}  " + "  ".join(levels))
     for stage in order:
-        print(f"{stage:<40}  {statistics.median(r[stage] for r in rows):7.1f}")
+        medians = [statistics.median(r[stage] for r in rows[name]) for name in levels]
+        print(f"{stage:<40}  " + "  ".join(f"{m:15.1f}" for m in medians))
     backend.close(run.WAIT)
 
 
