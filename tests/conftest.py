@@ -20,13 +20,17 @@ def alias(request: pytest.FixtureRequest) -> str:
 
 def postgres_available() -> bool:
     try:
-        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=2).close()
+        psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=2
+        ).close()
     except psycopg.OperationalError:
         return False
     return True
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     """Tests marked postgres skip without a server, but never under CI."""
     if os.environ.get("CI") == "true" or postgres_available():
         return

@@ -70,9 +70,7 @@ def test_a_call_submitted_from_a_workers_callback_stays_with_that_worker():
             seen["queued_after"] = pool._work.qsize()
 
         gate = threading.Event()
-        first = pool.submit(
-            lambda: (gate.wait(30), threading.current_thread().name)[1]
-        )
+        first = pool.submit(lambda: (gate.wait(30), threading.current_thread().name)[1])
         # Attached while the call runs, so the worker itself calls it.
         first.add_done_callback(submit_next)
         gate.set()

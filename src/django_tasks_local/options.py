@@ -114,5 +114,7 @@ def parse_options(
 
 def combination_error(alias: str, message: str, hint: str) -> checks.CheckMessage:
     return checks.Error(
-        f"TASKS[{alias!r}]['OPTIONS']: {message}", hint=hint, id="django_tasks_local.E003"
+        f"TASKS[{alias!r}]['OPTIONS']: {message}",
+        hint=hint,
+        id="django_tasks_local.E003",
     )

@@ -216,4 +216,6 @@ def _call(envelope: Envelope, worker_id: str, started_at: datetime) -> Any:
         errors=[],
         worker_ids=[worker_id],
     )
-    return task.call(TaskContext(task_result=running), *envelope.args, **envelope.kwargs)
+    return task.call(
+        TaskContext(task_result=running), *envelope.args, **envelope.kwargs
+    )

@@ -155,7 +155,9 @@ class Runtime:
         with self._lock:
             return snapshot(self._get_locked(result_id))
 
-    def wait_for_result(self, result_id: str, timeout: float | None) -> TaskResult[..., Any]:
+    def wait_for_result(
+        self, result_id: str, timeout: float | None
+    ) -> TaskResult[..., Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
@@ -256,7 +258,9 @@ class Runtime:
 
     # -- the worker's side -------------------------------------------------
 
-    def mark_started(self, result_id: str, worker_id: str, started_at: datetime) -> None:
+    def mark_started(
+        self, result_id: str, worker_id: str, started_at: datetime
+    ) -> None:
         """The worker reports that the task body is starting now."""
         with self._lock:
             result = self._store.get(result_id)
@@ -273,7 +277,9 @@ class Runtime:
             outcome = Outcome(None, None, timezone.now(), error=capture_error(exc))
         self._finish(envelope, outcome, was_in_flight=True)
 
-    def _finish(self, envelope: Envelope, outcome: Outcome, *, was_in_flight: bool) -> None:
+    def _finish(
+        self, envelope: Envelope, outcome: Outcome, *, was_in_flight: bool
+    ) -> None:
         """Apply the one final transition, then start what the freed worker can."""
         result_id = envelope.result_id
         started = None
@@ -449,7 +455,9 @@ class Runtime:
             )
         return self._store.get(result_id)
 
-    def _start_locked(self, result: TaskResult[..., Any], worker_id: str, started_at: datetime) -> None:
+    def _start_locked(
+        self, result: TaskResult[..., Any], worker_id: str, started_at: datetime
+    ) -> None:
         transition(
             result,
             RUNNING,

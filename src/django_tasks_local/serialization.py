@@ -25,7 +25,9 @@ class Serializer(Protocol):
     #: importable, and Django set up, on their side).
     crosses_processes: bool
 
-    def envelope(self, result: TaskResult[..., Any], report_started: StartReporter) -> Envelope:
+    def envelope(
+        self, result: TaskResult[..., Any], report_started: StartReporter
+    ) -> Envelope:
         """The envelope for ``result``; raise ValueError if it cannot be sent."""
         ...
 
@@ -35,7 +37,9 @@ class InProcessSerializer:
 
     crosses_processes = False
 
-    def envelope(self, result: TaskResult[..., Any], report_started: StartReporter) -> Envelope:
+    def envelope(
+        self, result: TaskResult[..., Any], report_started: StartReporter
+    ) -> Envelope:
         return Envelope(
             result.id,
             result.task,
@@ -53,7 +57,9 @@ class PickleSerializer:
 
     crosses_processes = True
 
-    def envelope(self, result: TaskResult[..., Any], report_started: StartReporter) -> Envelope:
+    def envelope(
+        self, result: TaskResult[..., Any], report_started: StartReporter
+    ) -> Envelope:
         envelope = Envelope(
             result.id,
             TaskReference.from_task(result.task),
@@ -72,4 +78,3 @@ class PickleSerializer:
                 f"The arguments of task {task.module_path!r} cannot be sent to a "
                 f"worker process: they must be picklable ({type(exc).__name__}: {exc})."
             ) from exc
-

@@ -28,7 +28,9 @@ class InvalidTransition(RuntimeError):
     """A state change that the state machine does not allow."""
 
 
-def transition(result: TaskResult[..., Any], status: TaskResultStatus, **changes: Any) -> None:
+def transition(
+    result: TaskResult[..., Any], status: TaskResultStatus, **changes: Any
+) -> None:
     """Move ``result`` to ``status``, setting ``changes`` on it in the same step.
 
     TaskResult is a frozen dataclass; the store owns its results, so it is the

@@ -146,7 +146,9 @@ class ExecutorBackend(BaseTaskBackend):
         # Reading the store takes a lock for microseconds: no thread needed.
         return self.get_result(result_id)
 
-    def wait_for_result(self, result_id: str, timeout: float | None = None) -> TaskResult[..., Any]:
+    def wait_for_result(
+        self, result_id: str, timeout: float | None = None
+    ) -> TaskResult[..., Any]:
         """Block until the result has finished, and return it.
 
         Raises TimeoutError after ``timeout`` seconds, TaskResultDoesNotExist
@@ -181,5 +183,7 @@ def _freeze(value: Any) -> Hashable:
         return tuple(sorted((repr(k), _freeze(v)) for k, v in value.items()))
     if isinstance(value, list | tuple | set | frozenset):
         items = [_freeze(item) for item in value]
-        return tuple(sorted(items, key=repr) if isinstance(value, set | frozenset) else items)
+        return tuple(
+            sorted(items, key=repr) if isinstance(value, set | frozenset) else items
+        )
     return repr(value)
