@@ -157,16 +157,22 @@ def test_a_worker_keeps_a_persistent_connection_until_shutdown(monkeypatch):
 # -- against PostgreSQL: what the server sees --------------------------------
 
 
-def _live_backend_pids(pids):
-    """Which of ``pids`` are still connected server processes."""
+def _monitor():
+    """A connection of the test's own to the server, outside Django."""
     settings_dict = connections.settings["postgres"]
-    with psycopg.connect(
+    return psycopg.connect(
         host=settings_dict["HOST"],
         port=settings_dict["PORT"],
         user=settings_dict["USER"],
         dbname="postgres",
         connect_timeout=10,
-    ) as monitor:
+        autocommit=True,
+    )
+
+
+def _live_backend_pids(pids):
+    """Which of ``pids`` are still connected server processes."""
+    with _monitor() as monitor:
         rows = monitor.execute(
             "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)]
         ).fetchall()
@@ -235,15 +241,7 @@ def test_conn_max_age_reuses_connections_then_idle_workers_close_them(
 
 
 def _terminate_backend(pid):
-    settings_dict = connections.settings["postgres"]
-    with psycopg.connect(
-        host=settings_dict["HOST"],
-        port=settings_dict["PORT"],
-        user=settings_dict["USER"],
-        dbname="postgres",
-        connect_timeout=10,
-        autocommit=True,
-    ) as monitor:
+    with _monitor() as monitor:
         monitor.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
