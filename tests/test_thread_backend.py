@@ -51,37 +51,6 @@ def test_reuses_an_idle_worker_and_never_exceeds_max_workers():
         pool.shutdown()
 
 
-def test_a_call_submitted_from_a_workers_callback_stays_with_that_worker():
-    # The backend starts its next task from the finished task's callback: that
-    # worker runs it, rather than queueing it and waking an idle one.
-    pool = ThreadPool(4)
-    try:
-        release = threading.Event()
-        warm = [pool.submit(release.wait, 30) for _ in range(4)]
-        release.set()
-        for future in warm:
-            future.result(timeout=30)
-
-        seen: dict[str, object] = {}
-
-        def submit_next(first):
-            seen["queued"] = pool._work.qsize()
-            seen["next"] = pool.submit(lambda: threading.current_thread().name)
-            seen["queued_after"] = pool._work.qsize()
-
-        gate = threading.Event()
-        first = pool.submit(lambda: (gate.wait(30), threading.current_thread().name)[1])
-        # Attached while the call runs, so the worker itself calls it.
-        first.add_done_callback(submit_next)
-        gate.set()
-        first_thread = first.result(timeout=30)
-        wait_until(lambda: "next" in seen)
-        assert seen["next"].result(timeout=30) == first_thread
-        assert seen["queued_after"] == seen["queued"] == 0
-    finally:
-        pool.shutdown()
-
-
 def test_workers_are_daemon_threads():
     # The interpreter does not join them at exit: a hung task cannot hang it.
     pool = ThreadPool(1)

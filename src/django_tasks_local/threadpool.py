@@ -50,10 +50,6 @@ class _WorkItem:
         return partial(self.future.set_result, result)
 
 
-# A worker's hand-off slot is open: the next call submitted lands in it.
-_OPEN: Any = object()
-
-
 class ThreadPool(Executor):
     def __init__(self, max_workers: int, *, thread_name_prefix: str = "") -> None:
         if max_workers < 1:
@@ -69,17 +65,11 @@ class ThreadPool(Executor):
         self._numbers = itertools.count()
         self._lock = threading.Lock()
         self._shutdown = False
-        # Per worker: _OPEN while it settles a future (see _settle).
-        self._local = threading.local()
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Future[Any]:
         future: Future[Any] = Future()
-        if getattr(self._local, "handoff", None) is _OPEN and not self._shutdown:
-            # Submitted from a future's callback in one of our workers: see _settle.
-            self._local.handoff = _WorkItem(future, fn, args, kwargs)
-            return future
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -119,19 +109,14 @@ class ThreadPool(Executor):
         # to close_old_connections(); one it could not close (it is inside an
         # atomic block a task never left) must not make the worker spin.
         checked_until = float("-inf")
-        handed: _WorkItem | None = None
         try:
             while True:
-                if handed is not None:
-                    item: _WorkItem | None = handed
-                    handed = None
-                else:
-                    try:
-                        item = self._next_item(checked_until)
-                    except queue.Empty:
-                        checked_until = time.monotonic()
-                        close_old_connections()
-                        continue
+                try:
+                    item = self._next_item(checked_until)
+                except queue.Empty:
+                    checked_until = time.monotonic()
+                    close_old_connections()
+                    continue
                 if item is None:
                     self._work.put(None)
                     return
@@ -139,29 +124,15 @@ class ThreadPool(Executor):
                 # Drop the references now, not when the next item arrives: a
                 # task's arguments and result must not outlive it here.
                 del item
-                if settle is None:
-                    self._idle.release()
-                    continue
-                handed = self._settle(settle)
-                del settle
-                if handed is None:
-                    self._idle.release()
+                # Idle from here: a call submitted by the future's callbacks
+                # (the backend starts its next task there) reuses this worker
+                # rather than starting another thread.
+                self._idle.release()
+                if settle is not None:
+                    settle()
+                    del settle
         finally:
             connections.close_all()
-
-    def _settle(self, settle: Callable[[], None]) -> _WorkItem | None:
-        """Settle a future; return the first call its callbacks submitted, if any.
-
-        The backend starts its next task from that callback. This worker runs
-        it next: through the shared queue it would wake another worker, and
-        the hand-over from thread to thread would cost more than the task.
-        """
-        self._local.handoff = _OPEN
-        try:
-            settle()
-        finally:
-            handed, self._local.handoff = self._local.handoff, None
-        return None if handed is _OPEN else handed
 
     def _next_item(self, checked_until: float) -> _WorkItem | None:
         """The next item; queue.Empty when a connection is due to be closed first."""
