@@ -4,8 +4,6 @@ import os
 
 from django.tasks import task
 
-from django_tasks_local import current_result_id
-
 
 @task
 def multiply(a, b):
@@ -25,16 +23,6 @@ def pid():
 @task
 def fail(message):
     raise KeyError(message)
-
-
-@task
-def own_result_id():
-    return current_result_id.get()
-
-
-@task(takes_context=True)
-def with_context(context, value):
-    return {"id": context.task_result.id, "attempt": context.attempt, "value": value}
 
 
 @task

@@ -17,7 +17,7 @@ from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished, task_started
 from django.test import override_settings
 
-from tests import executor_tasks
+from tests import executor_tasks, tasks
 from tests.models import Record
 
 TIMEOUT = 60
@@ -103,12 +103,12 @@ def test_failure_is_captured_with_its_traceback(backend):
 
 
 def test_takes_context(backend):
-    result = run(backend, executor_tasks.with_context, "x")
+    result = run(backend, tasks.with_context, "x")
     assert result.return_value == {"id": result.id, "attempt": 1, "value": "x"}
 
 
 def test_current_result_id(backend):
-    result = run(backend, executor_tasks.own_result_id)
+    result = run(backend, tasks.own_result_id)
     assert result.return_value == result.id
 
 
