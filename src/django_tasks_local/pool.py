@@ -69,9 +69,9 @@ from django.utils import timezone
 
 from . import runner
 from .runner import Envelope, TaskReference
+from .runtime import open_transaction
 from .serialization import PickleSerializer
-from .states import READY
-from .store import new_result
+from .store import ready_result
 
 logger = logging.getLogger("django_tasks_local")
 
@@ -565,8 +565,6 @@ def enqueue_in_parent(
     Inside ``transaction.atomic()`` on the database ``on_commit_of``, the task
     reaches the parent when the transaction commits, and never if it rolls back.
     """
-    from django.db import transaction
-
     envelope = Envelope(
         secrets.token_hex(16),
         TaskReference.from_task(task),
@@ -577,28 +575,13 @@ def enqueue_in_parent(
     # Raises ValueError, as an enqueue in the parent would, for arguments
     # that cannot be pickled.
     PickleSerializer().check_picklable(envelope, task)
-    connection = (
-        None if on_commit_of is None else transaction.get_connection(on_commit_of)
-    )
-    if connection is not None and connection.in_atomic_block:
+    connection = open_transaction(on_commit_of)
+    if connection is not None:
         connection.on_commit(lambda: _send_enqueue(alias, envelope))
         enqueued_at = envelope.enqueued_at
     else:
         enqueued_at = _send_enqueue(alias, envelope)
-    return new_result(
-        task=task,
-        id=envelope.result_id,
-        status=READY,
-        enqueued_at=enqueued_at,
-        started_at=None,
-        last_attempted_at=None,
-        finished_at=None,
-        args=args,
-        kwargs=kwargs,
-        backend=alias,
-        errors=[],
-        worker_ids=[],
-    )
+    return ready_result(task, envelope.result_id, alias, args, kwargs, enqueued_at)
 
 
 def _send_enqueue(alias: str, envelope: Envelope) -> datetime:

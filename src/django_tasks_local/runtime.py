@@ -34,7 +34,7 @@ from .dispatch import WaitingLine
 from .runner import Envelope, Outcome, capture_error, run_task
 from .serialization import Serializer
 from .states import FAILED, READY, RUNNING, SUCCESSFUL, transition
-from .store import ResultStore, new_result, snapshot
+from .store import ResultStore, ready_result, snapshot
 
 logger = logging.getLogger("django_tasks_local")
 
@@ -60,6 +60,17 @@ class RuntimeConfig:
     enqueue_on_commit: str | None
     # Seconds running tasks get to finish when the interpreter exits.
     shutdown_timeout: float = 5.0
+
+
+def open_transaction(using: str | None) -> Any:
+    """The connection of ``using`` if a transaction is open on it, else None.
+
+    An enqueue made inside that transaction waits for it to commit.
+    """
+    if using is None:
+        return None
+    connection = transaction.get_connection(using)
+    return connection if connection.in_atomic_block else None
 
 
 class _CommitHook:
@@ -118,19 +129,13 @@ class Runtime:
         ``result_id`` is for an enqueue forwarded from a worker process, which
         chose the id (see ``pool.enqueue_in_parent``).
         """
-        result = new_result(
-            task=task,
-            id=result_id or secrets.token_hex(16),
-            status=READY,
-            enqueued_at=timezone.now(),
-            started_at=None,
-            last_attempted_at=None,
-            finished_at=None,
-            args=args,
-            kwargs=kwargs,
-            backend=self.config.alias,
-            errors=[],
-            worker_ids=[],
+        result = ready_result(
+            task,
+            result_id or secrets.token_hex(16),
+            self.config.alias,
+            args,
+            kwargs,
+            timezone.now(),
         )
         envelope = self.config.serializer.envelope(result, self.mark_started)
         with self._lock:
@@ -143,9 +148,8 @@ class Runtime:
             copy = snapshot(result)
         # Sent before the task can start, so task_enqueued always comes first.
         self._send(task_enqueued, copy)
-        using = self.config.enqueue_on_commit
-        connection = None if using is None else transaction.get_connection(using)
-        if connection is not None and connection.in_atomic_block:
+        connection = open_transaction(self.config.enqueue_on_commit)
+        if connection is not None:
             self._defer_to_commit(envelope, connection)
         else:
             self._release(envelope)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import fields
+from datetime import datetime
 from typing import Any
 
-from django.tasks import TaskResult
+from django.tasks import Task, TaskResult
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils.json import normalize_json
+
+from .states import READY
 
 
 def copy_json(value: Any) -> Any:
@@ -84,6 +87,31 @@ def new_result(**values: Any) -> TaskResult[..., Any]:
     _set_field(result, "args", normalize(values["args"]))
     _set_field(result, "kwargs", normalize(values["kwargs"]))
     return result
+
+
+def ready_result(
+    task: Task[..., Any],
+    result_id: str,
+    alias: str,
+    args: Any,
+    kwargs: Any,
+    enqueued_at: datetime | None,
+) -> TaskResult[..., Any]:
+    """A newly enqueued task's result: READY, never attempted."""
+    return new_result(
+        task=task,
+        id=result_id,
+        status=READY,
+        enqueued_at=enqueued_at,
+        started_at=None,
+        last_attempted_at=None,
+        finished_at=None,
+        args=args,
+        kwargs=kwargs,
+        backend=alias,
+        errors=[],
+        worker_ids=[],
+    )
 
 
 class ResultStore:
