@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from django.conf import settings
-from django.tasks import TaskResultStatus, task_backends
+from django.tasks import TaskResultStatus, task, task_backends
 from django.test import override_settings
 
 from django_tasks_local import BackendClosed, ThreadPoolBackend
@@ -43,6 +44,51 @@ class RecordingExecutor(ThreadPoolExecutor):
 class RecordingBackend(ThreadPoolBackend):
     def create_executor(self) -> Executor:
         return RecordingExecutor(max_workers=1)
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """Counts the calls handed to it."""
+
+    submitted = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        type(self).submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+class CountingBackend(ThreadPoolBackend):
+    def create_executor(self) -> Executor:
+        return CountingExecutor(max_workers=self.settings["MAX_WORKERS"])
+
+
+class DroppingExecutor(ThreadPoolExecutor):
+    """Fails its first call without running it, as a lost remote worker would."""
+
+    dropped = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if type(self).dropped == 0:
+            type(self).dropped += 1
+            future: Future[Any] = Future()
+            future.set_exception(ConnectionError("worker lost"))
+            return future
+        return super().submit(fn, *args, **kwargs)
+
+
+class DroppingBackend(ThreadPoolBackend):
+    def create_executor(self) -> Executor:
+        return DroppingExecutor(max_workers=1)
+
+
+gate = threading.Event()
+passed_gate: list[tuple[str, str]] = []
+
+
+@task
+def pass_gate(label: str) -> None:
+    if not gate.wait(DEADLINE):
+        raise TimeoutError("the gate never opened")
+    passed_gate.append((label, threading.current_thread().name))
 
 
 def with_alias(alias: str, backend: type) -> override_settings:
@@ -117,3 +163,50 @@ def test_a_closed_backend_refuses_tasks_until_settings_change() -> None:
         again = tasks.add.using(backend="closing").enqueue(2, 2)
         assert fresh.wait_for_result(again.id, timeout=DEADLINE).return_value == 4
         fresh.close(timeout=DEADLINE)
+
+
+def test_a_freed_worker_takes_the_next_waiting_task_itself() -> None:
+    # Under a backlog a worker goes from task to task by priority, without a
+    # trip through the executor's queue (one call, for the first task).
+    CountingExecutor.submitted = 0
+    gate.clear()
+    passed_gate.clear()
+    options = {"MAX_WORKERS": 1}
+    path = f"{CountingBackend.__module__}.CountingBackend"
+    counting = {"BACKEND": path, "OPTIONS": options}
+    with override_settings(TASKS={**settings.TASKS, "counting": counting}):
+        backend = task_backends["counting"]
+        results = [
+            pass_gate.using(backend="counting", priority=priority).enqueue(label)
+            for label, priority in [("first", 0), ("low", -5), ("high", 5)]
+        ]
+        gate.set()
+        backend.wait_until_idle(timeout=DEADLINE)
+        finished = [backend.get_result(result.id) for result in results]
+        backend.close(timeout=DEADLINE)
+
+    assert [label for label, _ in passed_gate] == ["first", "high", "low"]
+    assert CountingExecutor.submitted == 1
+    assert len({thread for _, thread in passed_gate}) == 1
+    assert all(r.status == TaskResultStatus.SUCCESSFUL for r in finished)
+    # Each task's own start, in the order they ran.
+    first, low, high = finished
+    assert first.finished_at <= high.started_at <= high.finished_at <= low.started_at
+
+
+def test_a_call_the_executor_drops_fails_that_task_not_the_backend() -> None:
+    DroppingExecutor.dropped = 0
+    with with_alias("dropping", DroppingBackend):
+        backend = task_backends["dropping"]
+        first = tasks.add.using(backend="dropping").enqueue(1, 2)
+        failed = backend.wait_for_result(first.id, timeout=DEADLINE)
+        assert failed.status == TaskResultStatus.FAILED
+        assert failed.started_at is None
+        assert failed.errors[-1].exception_class_path == "builtins.ConnectionError"
+        assert "worker lost" in failed.errors[-1].traceback
+
+        second = tasks.add.using(backend="dropping").enqueue(2, 3)
+        assert backend.wait_for_result(second.id, timeout=DEADLINE).return_value == 5
+        backend.wait_until_idle(timeout=DEADLINE)
+        assert backend.runtime._in_flight == 0
+        backend.close(timeout=DEADLINE)

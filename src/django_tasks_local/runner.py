@@ -179,6 +179,13 @@ def run_task(envelope: Envelope) -> Outcome:
     report = envelope.report_started or _process_start_reporter
     if report is not None:
         report(envelope.result_id, worker_id, started_at)
+    return run_started_task(envelope, worker_id, started_at)
+
+
+def run_started_task(
+    envelope: Envelope, worker_id: str, started_at: datetime
+) -> Outcome:
+    """Run one task whose start has been reported already."""
     try:
         # As Django does around a request: drop connections that are past
         # CONN_MAX_AGE or broken before the task, and after it.

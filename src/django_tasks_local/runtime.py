@@ -31,7 +31,14 @@ from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 
 from .dispatch import WaitingLine
-from .runner import Envelope, Outcome, capture_error, run_task
+from .runner import (
+    Envelope,
+    Outcome,
+    capture_error,
+    current_worker_id,
+    run_started_task,
+    run_task,
+)
 from .serialization import Serializer
 from .states import FAILED, READY, RUNNING, SUCCESSFUL, transition
 from .store import ResultStore, ready_result, snapshot
@@ -97,8 +104,15 @@ class Runtime:
         # An RLock: a rollback can finalize a _CommitHook (and so re-enter)
         # wherever the garbage collector happens to run.
         self._lock = threading.RLock()
-        # Notified whenever a result settles (finished, signal sent) or vanishes.
+        # Notified when a result that a thread waits for settles (finished,
+        # signals sent) or vanishes, and when the last unfinished task settles
+        # while a thread waits for idle. Only then: a notify wakes every waiter
+        # to take the lock, which under a burst would cost each task a thread
+        # switch.
         self._settled = threading.Condition(self._lock)
+        # How many threads wait, per result id and for idle.
+        self._awaited: dict[str, int] = {}
+        self._idle_waiters = 0
         # Notified when an earlier run_after arrives in the waiting line.
         self._timer_wakeup = threading.Condition(self._lock)
         self._store = ResultStore(config.max_results)
@@ -174,7 +188,14 @@ class Runtime:
                         f"Task result {result_id} did not finish within {timeout}s "
                         f"(it is {result.status})."
                     )
-                self._settled.wait(remaining)
+                self._awaited[result_id] = self._awaited.get(result_id, 0) + 1
+                try:
+                    self._settled.wait(remaining)
+                finally:
+                    if self._awaited[result_id] == 1:
+                        del self._awaited[result_id]
+                    else:
+                        self._awaited[result_id] -= 1
 
     def watch(self, result_id: str, callback: Callable[[], None]) -> bool:
         """Call ``callback()`` once the result settles or vanishes.
@@ -201,11 +222,13 @@ class Runtime:
                 self._watchers.pop(result_id, None)
 
     def wait_until_idle(self, timeout: float | None) -> None:
-        def idle() -> bool:
-            return self._store.unfinished_count == 0 and not self._finishing
-
         with self._lock:
-            if not self._settled.wait_for(idle, timeout):
+            self._idle_waiters += 1
+            try:
+                idle = self._settled.wait_for(self._is_idle_locked, timeout)
+            finally:
+                self._idle_waiters -= 1
+            if not idle:
                 raise TimeoutError(
                     f"Task backend {self.config.alias!r} still had "
                     f"{self._store.unfinished_count} unfinished tasks after {timeout}s."
@@ -274,11 +297,49 @@ class Runtime:
             copy = snapshot(result)
         self._send(task_started, copy)
 
+    def _work(self, envelope: Envelope) -> None:
+        """Run ``envelope`` in this worker, then each task the worker is handed next.
+
+        For workers in this process. The worker that finishes a task takes the
+        next one from the waiting line itself, and marks it started in the same
+        turn of the lock: under a backlog no task passes through the executor's
+        queue, no worker sleeps between two tasks, and each task takes the lock
+        twice in the worker (every turn is a chance for workers to queue up
+        behind one that the interpreter switched out while it held the lock).
+        """
+        worker_id = current_worker_id()
+        current: Envelope | None = envelope
+        started_at = None  # the first task reports its own start
+        while current is not None:
+            try:
+                if started_at is None:
+                    outcome = run_task(current)
+                else:
+                    outcome = run_started_task(current, worker_id, started_at)
+            except BaseException as exc:  # KeyboardInterrupt: run_task lets it by
+                self._finish(current, _failure(exc), was_in_flight=True)
+                raise
+            current, started_at = self._finish_and_take(current, outcome, worker_id)
+
+    def _on_work_done(self, envelope: Envelope, future: Future[None]) -> None:
+        """Fail ``envelope`` if the executor never ran ``_work`` for it."""
+        try:
+            future.result()
+            return
+        except BaseException as exc:  # the executor failed, not the task
+            failure = _failure(exc)
+        with self._lock:
+            # _work finishes every task it starts, even when it raises: one
+            # still READY never reached it.
+            never_ran = self._store.get(envelope.result_id).status == READY
+        if never_ran:
+            self._finish(envelope, failure, was_in_flight=True)
+
     def _on_done(self, envelope: Envelope, future: Future[Outcome]) -> None:
         try:
             outcome = future.result()
         except BaseException as exc:  # the executor failed, not the task
-            outcome = Outcome(None, None, timezone.now(), error=capture_error(exc))
+            outcome = _failure(exc)
         self._finish(envelope, outcome, was_in_flight=True)
 
     def _finish(
@@ -286,35 +347,8 @@ class Runtime:
     ) -> None:
         """Apply the one final transition, then start what the freed worker can."""
         result_id = envelope.result_id
-        started = None
         with self._lock:
-            result = self._store.get(result_id)
-            if (
-                result.status == READY
-                and outcome.worker_id is not None
-                and outcome.started_at is not None
-            ):
-                # The worker could not report its start live (another process
-                # with no channel back): apply it now, with its true time.
-                self._start_locked(result, outcome.worker_id, outcome.started_at)
-                started = snapshot(result)
-            if outcome.error is None:
-                transition(
-                    result,
-                    SUCCESSFUL,
-                    finished_at=outcome.finished_at,
-                    _return_value=outcome.return_value,
-                )
-            else:
-                transition(
-                    result,
-                    FAILED,
-                    finished_at=outcome.finished_at,
-                    errors=[*result.errors, outcome.error],
-                )
-            finished = snapshot(result)
-            self._finishing.add(result_id)
-            self._store.finished(result_id)
+            started, finished = self._record_outcome_locked(result_id, outcome)
             batch = []
             if was_in_flight:
                 self._in_flight -= 1
@@ -322,13 +356,81 @@ class Runtime:
         # The next task starts before this one's signals are sent.
         self._submit(batch)
         try:
-            if started is not None:
-                self._send(task_started, started)
-            self._send(task_finished, finished)
+            self._send_end_signals(started, finished)
         finally:
             with self._lock:
-                self._finishing.discard(result_id)
-                self._settle_locked(result_id)
+                self._settle_finished_locked(result_id, free_worker=False)
+
+    def _finish_and_take(
+        self, envelope: Envelope, outcome: Outcome, worker_id: str
+    ) -> tuple[Envelope, datetime] | tuple[None, None]:
+        """``_finish`` for a worker in this process that goes on working.
+
+        Returns the task it runs next, already marked RUNNING (its
+        ``task_started`` sent), and its start time; or ``(None, None)``.
+        """
+        result_id = envelope.result_id
+        with self._lock:
+            started, finished = self._record_outcome_locked(result_id, outcome)
+        try:
+            self._send_end_signals(started, finished)
+        except BaseException:
+            with self._lock:
+                self._settle_finished_locked(result_id, free_worker=True)
+            raise
+        with self._lock:
+            self._settle_finished_locked(result_id, free_worker=True)
+            batch = self._take_startable_locked()
+            if not batch:
+                return None, None
+            # One worker was freed, so the batch holds one task at most.
+            taken, started_at = batch[0], timezone.now()
+            result = self._store.get(taken.result_id)
+            self._start_locked(result, worker_id, started_at)
+            running = snapshot(result)
+        self._submit(batch[1:])
+        self._send(task_started, running)
+        return taken, started_at
+
+    def _record_outcome_locked(
+        self, result_id: str, outcome: Outcome
+    ) -> tuple[TaskResult[..., Any] | None, TaskResult[..., Any]]:
+        """Apply the final transition; copies for task_started (if due) and task_finished."""
+        started = None
+        result = self._store.get(result_id)
+        if (
+            result.status == READY
+            and outcome.worker_id is not None
+            and outcome.started_at is not None
+        ):
+            # The worker could not report its start live (another process
+            # with no channel back): apply it now, with its true time.
+            self._start_locked(result, outcome.worker_id, outcome.started_at)
+            started = snapshot(result)
+        if outcome.error is None:
+            transition(
+                result,
+                SUCCESSFUL,
+                finished_at=outcome.finished_at,
+                _return_value=outcome.return_value,
+            )
+        else:
+            transition(
+                result,
+                FAILED,
+                finished_at=outcome.finished_at,
+                errors=[*result.errors, outcome.error],
+            )
+        self._finishing.add(result_id)
+        self._store.finished(result_id)
+        return started, snapshot(result)
+
+    def _send_end_signals(
+        self, started: TaskResult[..., Any] | None, finished: TaskResult[..., Any]
+    ) -> None:
+        if started is not None:
+            self._send(task_started, started)
+        self._send(task_finished, finished)
 
     def _drop(self, envelopes: list[Envelope]) -> None:
         """Fail tasks that no worker started because the backend closed."""
@@ -337,8 +439,20 @@ class Runtime:
             outcome = Outcome(None, None, timezone.now(), error=error)
             self._finish(envelope, outcome, was_in_flight=False)
 
+    def _is_idle_locked(self) -> bool:
+        return self._store.unfinished_count == 0 and not self._finishing
+
+    def _settle_finished_locked(self, result_id: str, *, free_worker: bool) -> None:
+        self._finishing.discard(result_id)
+        if free_worker:
+            self._in_flight -= 1
+        self._settle_locked(result_id)
+
     def _settle_locked(self, result_id: str) -> None:
-        self._settled.notify_all()
+        if result_id in self._awaited or (
+            self._idle_waiters and self._is_idle_locked()
+        ):
+            self._settled.notify_all()
         for callback in self._watchers.pop(result_id, []):
             callback()
 
@@ -386,7 +500,12 @@ class Runtime:
                             raise BackendClosed("The task backend closed first.")
                         self._executor = self.config.create_executor()
                     executor = self._executor
-                future = executor.submit(run_task, envelope)
+                if self.config.serializer.crosses_processes:
+                    outcome = executor.submit(run_task, envelope)
+                    outcome.add_done_callback(partial(self._on_done, envelope))
+                else:
+                    work = executor.submit(self._work, envelope)
+                    work.add_done_callback(partial(self._on_work_done, envelope))
             except BaseException as exc:
                 # The task fails, not the backend: a broken or shut-down
                 # executor (or one that could not be created) is replaced for
@@ -394,10 +513,7 @@ class Runtime:
                 with self._lock:
                     if self._executor is executor:
                         self._executor = None
-                outcome = Outcome(None, None, timezone.now(), error=capture_error(exc))
-                self._finish(envelope, outcome, was_in_flight=True)
-            else:
-                future.add_done_callback(partial(self._on_done, envelope))
+                self._finish(envelope, _failure(exc), was_in_flight=True)
 
     def _ensure_timer_locked(self) -> None:
         """One thread per runtime sleeps until the next run_after, however many."""
@@ -474,6 +590,11 @@ class Runtime:
         # send_robust: a failing receiver must not lose the task or wedge a
         # worker. Django's dispatcher already logs what a receiver raised.
         signal.send_robust(sender=self.config.sender, task_result=result)
+
+
+def _failure(exc: BaseException) -> Outcome:
+    """The outcome of a task that failed outside its own code."""
+    return Outcome(None, None, timezone.now(), error=capture_error(exc))
 
 
 # -- the registry: one runtime per backend alias and settings, per process --
