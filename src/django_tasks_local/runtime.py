@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 import weakref
@@ -31,6 +30,7 @@ from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 
 from .dispatch import WaitingLine
+from .result_ids import new_result_id
 from .runner import (
     Envelope,
     Outcome,
@@ -145,7 +145,7 @@ class Runtime:
         """
         result = ready_result(
             task,
-            result_id or secrets.token_hex(16),
+            result_id or new_result_id(),
             self.config.alias,
             args,
             kwargs,
