@@ -6,6 +6,8 @@ import multiprocessing
 import re
 import threading
 
+import pytest
+
 from django_tasks_local.result_ids import IDS_PER_REFILL, new_result_id
 
 DEADLINE = 30
@@ -36,6 +38,8 @@ def _draw_in_child(connection: multiprocessing.connection.Connection) -> None:
     connection.close()
 
 
+# The suite's runtimes have threads; the child touches none of their locks.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_does_not_draw_the_ids_its_parent_will() -> None:
     new_result_id()  # the buffer is filled and partly drawn when the fork comes
     context = multiprocessing.get_context("fork")
