@@ -39,7 +39,9 @@ def _draw_in_child(connection: multiprocessing.connection.Connection) -> None:
 
 
 # The suite's runtimes have threads; the child touches none of their locks.
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
 def test_a_forked_child_does_not_draw_the_ids_its_parent_will() -> None:
     new_result_id()  # the buffer is filled and partly drawn when the fork comes
     context = multiprocessing.get_context("fork")
