@@ -6,9 +6,11 @@ Run from the repository root: ``python benchmarks/breakdown.py``.
   executor that runs it inline, in the calling thread: the CPU time per task
   with Django's default logging, with the ``django.tasks`` logger at WARNING,
   and with no receiver on the task signals at all.
-* Wall time and context switches per task in a burst of no-op tasks, a raw
+* Wall time and context switches per task in bursts of no-op tasks, a raw
   ``ThreadPoolExecutor`` against ours, with 1 worker and with 4 (Linux: it
-  reads ``/proc/self/task/*/status``).
+  reads ``/proc/self/task/*/status``), burst by burst; for ours, how many
+  acquisitions of the runtime's lock had to wait (its lock is swapped for a
+  counting one, which costs a little time).
 * The start delay, stage by stage: one no-op task at a time on an idle pool,
   as the start-delay scenario of ``run.py`` does, with the stages between
   ``enqueue()`` returning and the body starting timestamped by wrapping the
@@ -80,8 +82,9 @@ def whole_task() -> None:
     print()
 
 
-def handoffs() -> None:
-    """Wall time and context switches per task, raw pool against ours, by pool size."""
+def handoffs(bursts: int) -> None:
+    """Wall time, context switches and waits for the runtime's lock, burst by burst."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
     from concurrent.futures import wait as wait_futures
 
@@ -97,9 +100,32 @@ def handoffs() -> None:
                     total += int(line.split()[1])
         return total
 
+    class CountingLock:
+        """The runtime's lock, counting the acquisitions that had to wait."""
+
+        def __init__(self) -> None:
+            self._lock = threading.RLock()
+            self.waits = 0
+            self.release = self._lock.release
+            self._is_owned = self._lock._is_owned  # type: ignore[attr-defined]
+            self._release_save = self._lock._release_save  # type: ignore[attr-defined]
+            self._acquire_restore = self._lock._acquire_restore  # type: ignore[attr-defined]
+
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            if self._lock.acquire(False):
+                return True
+            self.waits += 1
+            return self._lock.acquire(blocking, timeout)
+
+        __enter__ = acquire
+
+        def __exit__(self, *exc: object) -> None:
+            self._lock.release()
+
     count = 5000
     print(
         f"{'no-op tasks, 5,000 in a burst':<36}  {'µs/task':>8}  {'switches/task':>13}"
+        f"  {'lock waits/task':>15}"
     )
     for workers in (1, 4):
         raw = ThreadPoolExecutor(workers)
@@ -107,25 +133,36 @@ def handoffs() -> None:
             f"handoffs-{workers}",
             {"OPTIONS": {"MAX_WORKERS": workers, "MAX_RESULTS": count}},
         )
+        runtime = ours.runtime
+        lock = CountingLock()
+        runtime._lock = lock  # type: ignore[assignment]
+        runtime._settled = threading.Condition(lock)  # type: ignore[arg-type]
+        runtime._timer_wakeup = threading.Condition(lock)  # type: ignore[arg-type]
         for i in range(20):  # start the threads
             raw.submit(tasks.add, i, 1)
             ours.enqueue(tasks.add_task, (i, 1), {})
         ours.wait_until_idle(run.WAIT)
 
-        for name in ("raw ThreadPoolExecutor", "ours"):
-            before, start = switches(), time.perf_counter()
-            if name == "ours":
-                for i in range(count):
-                    ours.enqueue(tasks.add_task, (i, 1), {})
-                ours.wait_until_idle(run.WAIT)
-            else:
-                futures = [raw.submit(tasks.add, i, 1) for i in range(count)]
-                wait_futures(futures, run.WAIT)
-            elapsed, switched = time.perf_counter() - start, switches() - before
-            label = f"{name}, {workers} worker{'s' if workers > 1 else ''}"
-            print(
-                f"{label:<36}  {elapsed / count * 1e6:8.1f}  {switched / count:13.2f}"
-            )
+        for _ in range(bursts):
+            for name in ("raw ThreadPoolExecutor", "ours"):
+                before, waits = switches(), lock.waits
+                start = time.perf_counter()
+                if name == "ours":
+                    for i in range(count):
+                        ours.enqueue(tasks.add_task, (i, 1), {})
+                    ours.wait_until_idle(run.WAIT)
+                else:
+                    futures = [raw.submit(tasks.add, i, 1) for i in range(count)]
+                    wait_futures(futures, run.WAIT)
+                elapsed, switched = time.perf_counter() - start, switches() - before
+                label = f"{name}, {workers} worker{'s' if workers > 1 else ''}"
+                lock_waits = (
+                    f"{(lock.waits - waits) / count:15.2f}" if name == "ours" else ""
+                )
+                print(
+                    f"{label:<36}  {elapsed / count * 1e6:8.1f}  {switched / count:13.2f}"
+                    f"  {lock_waits}"
+                )
         raw.shutdown()
         ours.close(run.WAIT)
     print()
@@ -134,13 +171,14 @@ def handoffs() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--bursts", type=int, default=4)
     args = parser.parse_args()
 
     import django
 
     django.setup()
     whole_task()
-    handoffs()
+    handoffs(args.bursts)
     start_delay_stages(args.samples)
 
 
