@@ -152,6 +152,9 @@ class Runtime:
             timezone.now(),
         )
         envelope = self.config.serializer.envelope(result, self.mark_started)
+        # Copied before it is stored: nobody else can see it yet, and the
+        # lock is held no longer than it must be.
+        copy = snapshot(result)
         with self._lock:
             if self._closed:
                 raise BackendClosed(
@@ -159,7 +162,6 @@ class Runtime:
                     f"enqueue {task.module_path!r}."
                 )
             self._store.add(result)
-            copy = snapshot(result)
         # Sent before the task can start, so task_enqueued always comes first.
         self._send(task_enqueued, copy)
         connection = open_transaction(self.config.enqueue_on_commit)
