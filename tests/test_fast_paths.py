@@ -14,8 +14,9 @@ from django.utils.json import normalize_json
 from django.utils.safestring import mark_safe
 
 from django_tasks_local.runner import Envelope, Outcome, TaskReference
+from django_tasks_local.serialization import PickleSerializer
 from django_tasks_local.states import READY, RUNNING, SUCCESSFUL, transition
-from django_tasks_local.store import new_result, normalize, snapshot
+from django_tasks_local.store import new_result, normalize, ready_result, snapshot
 from tests.tasks import add
 
 
@@ -145,3 +146,13 @@ def test_what_crosses_to_a_worker_process_pickles_whole() -> None:
         assert copy == value
         assert type(copy) is type(value)
     assert pickle.loads(pickle.dumps(reference)).run_after == now
+
+
+def test_an_envelope_checked_at_enqueue_is_not_pickled_twice() -> None:
+    result = ready_result(add, "an-id", "default", [1, [2]], {"k": "v"}, None)
+    envelope = PickleSerializer().envelope(result, lambda *_: None)
+    assert envelope.pickled is not None
+    assert envelope.pickled in pickle.dumps(envelope)
+    copy = pickle.loads(pickle.dumps(envelope))
+    assert copy == envelope
+    assert copy.pickled is None

@@ -176,6 +176,38 @@ def test_a_call_not_started_when_its_child_died_goes_to_another_child_once(
     assert pool.submit(pow, 2, 2).result(WAIT) == 4
 
 
+def test_a_child_that_ended_is_handed_no_call_before_its_end_is_handled(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    # Handed to it, a call would be "not started when its child died", and
+    # spend its one retry there.
+    pool = make_pool(max_workers=1)
+    gate, marks = tmp_path / "gate", tmp_path / "marks"
+    first = pool.submit(process_tasks.plain_block_until, str(gate))
+    called_back = threading.Event()
+
+    def hold_the_supervisor_until_the_child_is_gone(future: Any) -> None:
+        # The child meanwhile runs the second call, replies and exits: the
+        # supervisor then reads that reply before it handles that end.
+        stat = Path(f"/proc/{future.result()}/stat")
+        deadline = time.monotonic() + WAIT
+        while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        called_back.set()
+
+    first.add_done_callback(hold_the_supervisor_until_the_child_is_gone)
+    second = pool.submit(process_tasks.plain_exit_after_returning, 3, 0.1)
+    third = pool.submit(process_tasks.touch_then_exit_hard, str(marks))
+    gate.touch()
+    assert called_back.wait(WAIT)
+    assert second.result(WAIT) == first.result(0)
+    with pytest.raises(WorkerCrashed, match="exited with code 5"):
+        third.result(WAIT)
+    # Its two attempts: on two new children, not one spent on the dead one.
+    assert marks.read_text().count("attempt") == 2
+
+
 def test_an_idle_child_that_dies_is_replaced(make_pool: Any) -> None:
     pool = make_pool(max_workers=1)
     first = pool.submit(process_tasks.plain_pid).result(WAIT)
@@ -248,6 +280,52 @@ def test_shutdown_can_cancel_the_waiting_calls(
     for future in waiting:
         with pytest.raises(CancelledError):
             future.result(WAIT)
+
+
+def test_shutdown_cancelling_spares_the_calls_that_free_children_take(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    pool = make_pool(max_workers=2)
+    release = tmp_path / "release"
+    busy = pool.submit(run_task, envelope(process_tasks.block_until, str(release)))
+    starts.next()
+    # One child is busy and one place is free: the first waiting call takes it.
+    spared = pool.submit(pow, 2, 5)
+    cancelled = pool.submit(pow, 2, 6)
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert spared.result(WAIT) == 32
+    with pytest.raises(CancelledError):
+        cancelled.result(WAIT)
+    release.touch()
+    assert busy.result(WAIT).error is None
+
+
+def test_a_child_gets_its_next_call_before_the_last_ones_callbacks_run(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    # A future's callbacks (the runtime's bookkeeping and signals) run in the
+    # supervisor thread: the child does not wait for them to get its next call.
+    pool = make_pool(max_workers=1)
+    release, mark = tmp_path / "release", tmp_path / "mark"
+    first = pool.submit(process_tasks.plain_block_until, str(release))
+    called_back = threading.Event()
+    next_ran_meanwhile = []
+
+    def wait_for_the_next_call(_: Any) -> None:
+        try:
+            process_tasks.wait_for_path(str(mark), timeout=10)
+            next_ran_meanwhile.append(True)
+        except TimeoutError:
+            next_ran_meanwhile.append(False)
+        called_back.set()
+
+    first.add_done_callback(wait_for_the_next_call)
+    # tmp_path exists: the second call leaves its mark and returns.
+    second = pool.submit(process_tasks.plain_mark_then_block, str(mark), str(tmp_path))
+    release.touch()
+    assert called_back.wait(WAIT)
+    assert next_ran_meanwhile == [True]
+    assert second.result(WAIT) == first.result(0)
 
 
 def test_max_tasks_per_child_cannot_be_used_with_fork() -> None:

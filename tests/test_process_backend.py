@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -335,6 +336,70 @@ def test_a_task_past_its_timeout_is_killed_and_the_other_child_goes_on(
     assert backend.wait_for_result(
         enqueue(backend, process_tasks.add, 1, 1), WAIT
     ).status == (SUCCESSFUL)
+
+
+# -- tasks handed ahead ------------------------------------------------------
+
+
+def test_a_task_handed_ahead_runs_on_a_new_worker_when_the_worker_dies(
+    fork1: ProcessPoolBackend, tmp_path: Path
+) -> None:
+    victim_id = enqueue(fork1, process_tasks.block_until, str(tmp_path / "never"))
+    victim = wait_for_status(fork1, victim_id, RUNNING)
+    # The first is handed to the pool ahead of a free worker, the second waits
+    # in the line; neither has started.
+    ahead_id = enqueue(fork1, process_tasks.pid)
+    waiting_id = enqueue(fork1, process_tasks.pid)
+    assert fork1.runtime._in_flight == 2
+    assert fork1.get_result(ahead_id).status == READY
+    os.kill(worker_pid(victim), signal.SIGKILL)
+    assert "SIGKILL" in crash_error(fork1.wait_for_result(victim_id, WAIT))
+    for result_id in (ahead_id, waiting_id):
+        result = fork1.wait_for_result(result_id, WAIT)
+        assert result.status == SUCCESSFUL
+        assert result.return_value == worker_pid(result) != worker_pid(victim)
+        assert len(result.worker_ids) == 1
+
+
+def test_a_task_handed_ahead_runs_on_a_new_worker_after_a_timeout(
+    backends: Callable[..., ProcessPoolBackend], tmp_path: Path
+) -> None:
+    backend = backends("timeout1", MP_CONTEXT="fork", MAX_WORKERS=1, TIMEOUT=1.0)
+    halfway = tmp_path / "halfway"
+    late_id = enqueue(backend, process_tasks.overrun, str(halfway), 0.0)
+    late = wait_for_status(backend, late_id, RUNNING)
+    ahead_id = enqueue(backend, process_tasks.pid)
+    late = backend.wait_for_result(late_id, WAIT)
+    [error] = late.errors
+    assert error.exception_class_path == "django_tasks_local.pool.TaskTimedOut"
+    ahead = backend.wait_for_result(ahead_id, WAIT)
+    assert ahead.status == SUCCESSFUL
+    assert ahead.return_value == worker_pid(ahead) != worker_pid(late)
+
+
+def test_close_drops_the_tasks_handed_ahead_with_those_waiting(
+    fresh_fork: ProcessPoolBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = tmp_path / "release"
+    running_id = enqueue(fresh_fork, process_tasks.block_until, str(release))
+    wait_for_status(fresh_fork, running_id, RUNNING)
+    ahead_id = enqueue(fresh_fork, process_tasks.add, 1, 1)
+    waiting_id = enqueue(fresh_fork, process_tasks.add, 2, 2)
+    assert fresh_fork.runtime._in_flight == 2
+    closing = threading.Thread(target=fresh_fork.close, args=(WAIT,))
+    closing.start()
+    for result_id in (ahead_id, waiting_id):
+        dropped = fresh_fork.wait_for_result(result_id, WAIT)
+        assert dropped.status == FAILED
+        assert dropped.worker_ids == []
+        [error] = dropped.errors
+        assert error.exception_class_path == "django_tasks_local.runtime.NotStarted"
+    # The running task was not touched: it finishes, and close() waits for it.
+    assert fresh_fork.get_result(running_id).status == RUNNING
+    release.touch()
+    closing.join(WAIT)
+    assert fresh_fork.get_result(running_id).status == SUCCESSFUL
+    assert "closed with 2 tasks that never started" in caplog.text
 
 
 # -- recycling --------------------------------------------------------------

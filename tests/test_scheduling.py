@@ -99,6 +99,8 @@ def test_capability_flags(alias):
     assert backend.supports_defer is True
     assert backend.supports_async_task is True
     assert backend.supports_get_result is True
+    # Exact priority in the thread pool; one task ahead per worker process.
+    assert backend.tasks_ahead_per_worker == {"threads": 0, "processes": 1}[alias]
 
 
 # -- priority and the waiting line -------------------------------------------
@@ -124,7 +126,8 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
         log_label.using(backend=solo, priority=priority).enqueue(str(log), label)
         for label, priority in plan
     ]
-    # The one worker is busy: the others wait in our line, not in the executor.
+    # The one worker is busy: the others wait, READY, in our line (and, for a
+    # backend that hands tasks ahead, the first of them in the executor).
     for result in waiting:
         current = backend.get_result(result.id)
         assert current.status == READY
@@ -133,7 +136,9 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
 
     gate.touch()
     backend.wait_until_idle(timeout=DEADLINE)
-    assert read_log(log) == [
+    # The tasks handed ahead start first, in the order enqueued; the rest
+    # by priority, then first come first served.
+    by_priority = [
         "highest",
         "high",
         "first-of-equals",
@@ -142,6 +147,8 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
         "low",
         "lowest",
     ]
+    ahead = [label for label, _ in plan[: backend.tasks_ahead_per_worker]]
+    assert read_log(log) == ahead + [x for x in by_priority if x not in ahead]
     finished = [backend.get_result(result.id) for result in waiting]
     assert all(result.status == SUCCESSFUL for result in finished)
 
@@ -153,6 +160,11 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
     log = tmp_path / "order"
     blocker = wait_for_file.using(backend=solo).enqueue(str(gate))
     wait_until_running(backend, blocker)
+    # Fill the executor's places for tasks ahead, if it has any: the next
+    # tasks wait in the line, where the order is by priority.
+    ahead = ["ahead"] * backend.tasks_ahead_per_worker
+    for label in ahead:
+        log_label.using(backend=solo).enqueue(str(log), label)
 
     # Count how often the timer thread looks at the waiting line.
     line = backend.runtime._line
@@ -182,7 +194,7 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
 
     gate.touch()
     backend.wait_until_idle(timeout=DEADLINE)
-    assert read_log(log) == ["deferred", "plain"]
+    assert read_log(log) == [*ahead, "deferred", "plain"]
     assert backend.get_result(deferred.id).started_at >= run_after
 
 

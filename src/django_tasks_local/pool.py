@@ -13,6 +13,12 @@ has its own pipe, so the parent knows which child runs which call:
 * a child is replaced after ``max_tasks_per_child`` calls;
 * a task that enqueues a task from a child has the parent's backend run it.
 
+A child gets its next waiting call as soon as the supervisor reads the end of
+its last one, before that call's future is resolved (its callbacks, the
+runtime's bookkeeping and signals, take longer than a short task). Calls wait
+in the parent, not in a child's pipe: the first child free takes the next,
+and a child that dies can only have started the one call it was sent.
+
 Threads. ``submit`` and ``shutdown`` only touch the waiting calls and the
 flags, under the lock, then wake the supervisor. The supervisor thread alone
 starts, feeds, reads and reaps the children, so a child's state is never
@@ -123,7 +129,14 @@ class _Child:
 
     @property
     def idle(self) -> bool:
-        return self.ready and self.call is None and not self.stopping
+        # A child that has ended, though its end is not handled yet, would
+        # take a call only to spend the call's one retry (see _reap).
+        return (
+            self.ready
+            and self.call is None
+            and not self.stopping
+            and self.process.is_alive()
+        )
 
 
 class ProcessPool(Executor):
@@ -148,9 +161,11 @@ class ProcessPool(Executor):
         self._on_started = on_started
         self._timeout = timeout
         self._max_tasks_per_child = max_tasks_per_child
-        # Guards the four attributes below; the supervisor owns everything else.
+        # Guards the five attributes below; the supervisor owns everything else.
         self._lock = threading.Lock()
         self._waiting: deque[_Call] = deque()
+        # How many children have a call.
+        self._busy = 0
         self._shutdown = False
         self._terminate = False
         self._broken: str | None = None
@@ -187,27 +202,45 @@ class ProcessPool(Executor):
         if not message:
             future.set_exception(error)
             return future
-        self._wake()
+        # A call submitted by a future's callback, in the supervisor thread,
+        # is handed out when that thread's loop comes round again.
+        if threading.current_thread() is not self._supervisor:
+            self._wake()
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Take no more calls; stop each child once the calls waiting for one are done."""
+        """Take no more calls; stop each child once the calls waiting for one are done.
+
+        ``cancel_futures``: cancel the calls that wait for a busy child. Those
+        that a free child (or one started for them) is about to take still run.
+        """
         with self._lock:
             self._shutdown = True
-            cancelled = list(self._waiting) if cancel_futures else []
-            if cancel_futures:
-                self._waiting.clear()
-        for call in cancelled:
-            _cancel(call)
-        self._wake()
+            free = max(0, self._max_workers - self._busy)
+            cancelled = self._take_waiting_locked(free) if cancel_futures else []
+        self._cancel_all(cancelled)
         if wait and threading.current_thread() is not self._supervisor:
             self._supervisor.join()
 
     def terminate(self) -> None:
-        """Kill every child now; the calls they were running fail as crashed."""
+        """Kill every child now; the calls they were running fail as crashed,
+        the waiting ones are cancelled."""
         with self._lock:
-            self._terminate = True
-        self.shutdown(wait=False, cancel_futures=True)
+            self._terminate = self._shutdown = True
+            cancelled = self._take_waiting_locked(0)
+        self._cancel_all(cancelled)
+
+    def _take_waiting_locked(self, keep: int) -> list[_Call]:
+        """Take the waiting calls after the first ``keep``."""
+        taken = list(self._waiting)[keep:]
+        for _ in taken:
+            self._waiting.pop()
+        return taken
+
+    def _cancel_all(self, calls: list[_Call]) -> None:
+        for call in calls:
+            _cancel(call)
+        self._wake()
 
     @property
     def worker_pids(self) -> list[int]:
@@ -254,13 +287,8 @@ class ProcessPool(Executor):
                 child.stopping = True
                 child.process.kill()
         for child in self._children:
-            if not child.idle:
-                continue
-            with self._lock:
-                call = self._waiting.popleft() if self._waiting else None
-            if call is None:
+            if child.idle and not self._feed(child):
                 break
-            self._send(child, call)
         with self._lock:
             waiting, shutdown = len(self._waiting), self._shutdown
         active = [child for child in self._children if not child.stopping]
@@ -275,14 +303,23 @@ class ProcessPool(Executor):
                 if child.call is None:
                     self._stop(child)
 
-    def _send(self, child: _Child, call: _Call) -> None:
-        if not _claim(call):
-            return  # cancelled while it waited
+    def _feed(self, child: _Child) -> bool:
+        """Send an idle child the next waiting call; False if none is waiting."""
+        while True:
+            with self._lock:
+                call = self._waiting.popleft() if self._waiting else None
+            if call is None:
+                return False
+            if _claim(call):  # else cancelled while it waited
+                break
+        with self._lock:
+            self._busy += 1
         child.call = call
         # If the child is gone, its sentinel says so, and _reap hands the
         # call, which did not start, to another child.
         with suppress(OSError):
             child.conn.send_bytes(call.message)
+        return True
 
     def _spawn(self) -> bool:
         parent_conn, child_conn = self._context.Pipe()
@@ -376,7 +413,7 @@ class ProcessPool(Executor):
             logger.error("A worker process sent an unknown message %r.", kind)
 
     def _handle_done(self, child: _Child, ok: bool, value: Any) -> None:
-        call, child.call = child.call, None
+        call = self._free(child)
         child.deadline = None
         child.calls_done += 1
         if (
@@ -385,12 +422,22 @@ class ProcessPool(Executor):
             and not child.stopping
         ):
             self._stop(child)  # _reap forgets it; _dispatch starts another when needed
+        if child.idle:
+            self._feed(child)
         if call is None:
             return
         if ok:
             call.future.set_result(value)
         else:
             call.future.set_exception(WorkerError(value))
+
+    def _free(self, child: _Child) -> _Call | None:
+        """Take the child's call from it, if it has one."""
+        call, child.call = child.call, None
+        if call is not None:
+            with self._lock:
+                self._busy -= 1
+        return call
 
     def _answer(self, child: _Child, reply: tuple[Any, ...]) -> None:
         try:
@@ -409,7 +456,7 @@ class ProcessPool(Executor):
         child.process.join()  # it has ended: this only collects the exit code
         child.conn.close()
         self._children.remove(child)
-        call, child.call = child.call, None
+        call = self._free(child)
         if not child.ready and not child.stopping:
             # It died setting up. Another child would most likely fail the
             # same way, so the calls waiting for it fail rather than loop.

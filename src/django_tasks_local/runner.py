@@ -8,6 +8,7 @@ outcome of the task, good or bad, comes back as an ``Outcome``.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import threading
 from collections.abc import Callable
@@ -117,8 +118,13 @@ class Envelope:
     # A direct callback when the worker shares our process; None across a
     # process boundary, where the pool's own channel reports the start.
     report_started: StartReporter | None = field(default=None, compare=False)
+    # This envelope already pickled (by the check at enqueue()): pickling it
+    # again, for the worker process, only copies these bytes.
+    pickled: bytes | None = field(default=None, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self.pickled is not None:
+            return (pickle.loads, (self.pickled,))
         return (
             Envelope,
             (

@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable
-from concurrent.futures import Executor, Future
+from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -67,6 +67,9 @@ class RuntimeConfig:
     enqueue_on_commit: str | None
     # Seconds running tasks get to finish when the interpreter exits.
     shutdown_timeout: float = 5.0
+    # Tasks handed to the executor per worker beyond the one it runs, when
+    # tasks are waiting (the backend's tasks_ahead_per_worker).
+    tasks_ahead_per_worker: int = 0
 
 
 def open_transaction(using: str | None) -> Any:
@@ -127,6 +130,8 @@ class Runtime:
         # Callbacks waiting for a result to settle: see watch().
         self._watchers: dict[str, list[Callable[[], None]]] = {}
         self._closed = False
+        # Tasks handed ahead to the executor that _stop cancelled.
+        self._cancelled_ahead = 0
 
     # -- the caller's side -------------------------------------------------
 
@@ -253,14 +258,23 @@ class Runtime:
             self._closed = True
             dropped = self._line.drain()
             self._timer_wakeup.notify_all()
-        if dropped:
+            ahead = self._executor if self.config.tasks_ahead_per_worker else None
+        self._drop(dropped)
+        cancelled = 0
+        if ahead is not None:
+            # The tasks handed ahead have not started either: the executor
+            # cancels them, and its futures' callbacks fail them NotStarted
+            # (_on_done) in this thread; the running ones finish.
+            ahead.shutdown(wait=False, cancel_futures=True)
+            with self._lock:
+                cancelled = self._cancelled_ahead
+        if dropped or cancelled:
             logger.warning(
                 "Task backend %r closed with %d tasks that never started; they "
                 "were dropped.",
                 self.config.alias,
-                len(dropped),
+                len(dropped) + cancelled,
             )
-        self._drop(dropped)
         return True
 
     def _wait_for_running(self, timeout: float | None) -> None:
@@ -277,8 +291,8 @@ class Runtime:
         if executor is not None:
             # Only now: some executors (Dask's) cancel what is still running.
             # The plain Executor signature, since loky's and Dask's shutdown()
-            # take no cancel_futures; the core never hands an executor more
-            # than it can start, so nothing is queued there to cancel.
+            # take no cancel_futures; the core hands an executor tasks ahead
+            # only if its backend says so, and _stop has cancelled those.
             executor.shutdown(wait=False)
 
     @property
@@ -341,6 +355,11 @@ class Runtime:
         try:
             outcome = future.result()
         except BaseException as exc:  # the executor failed, not the task
+            if isinstance(exc, CancelledError) and self.config.tasks_ahead_per_worker:
+                # Handed ahead, then cancelled by _stop: it never started.
+                exc = NotStarted("The task backend closed before it started.")
+                with self._lock:
+                    self._cancelled_ahead += 1
             outcome = _failure(exc)
         self._finish(envelope, outcome, was_in_flight=True)
 
@@ -482,9 +501,10 @@ class Runtime:
         self._submit(batch)
 
     def _take_startable_locked(self) -> list[Envelope]:
-        """Take what free workers can start now, counting it as in flight."""
+        """Take what free workers can start now (and tasks ahead), counting it as in flight."""
         batch = []
-        while not self._closed and self._in_flight < self.config.max_workers:
+        limit = self.config.max_workers * (1 + self.config.tasks_ahead_per_worker)
+        while not self._closed and self._in_flight < limit:
             envelope = self._line.pop()
             if envelope is None:
                 break

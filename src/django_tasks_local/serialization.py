@@ -60,19 +60,19 @@ class PickleSerializer:
     def envelope(
         self, result: TaskResult[..., Any], report_started: StartReporter
     ) -> Envelope:
-        envelope = Envelope(
-            result.id,
-            TaskReference.from_task(result.task),
-            result.args,
-            result.kwargs,
-            result.enqueued_at,
+        reference = TaskReference.from_task(result.task)
+        args, kwargs, enqueued_at = result.args, result.kwargs, result.enqueued_at
+        envelope = Envelope(result.id, reference, args, kwargs, enqueued_at)
+        pickled = self.check_picklable(envelope, result.task)
+        # Carries the check's pickle, which the pool then sends as it is.
+        return Envelope(
+            result.id, reference, args, kwargs, enqueued_at, pickled=pickled
         )
-        self.check_picklable(envelope, result.task)
-        return envelope
 
-    def check_picklable(self, envelope: Envelope, task: Task[..., Any]) -> None:
+    def check_picklable(self, envelope: Envelope, task: Task[..., Any]) -> bytes:
+        """The pickled envelope; ValueError if it does not pickle."""
         try:
-            pickle.dumps(envelope, protocol=pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(envelope, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise ValueError(
                 f"The arguments of task {task.module_path!r} cannot be sent to a "

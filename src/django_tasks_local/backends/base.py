@@ -45,6 +45,14 @@ class ExecutorBackend(BaseTaskBackend):
     # When every worker is busy, waiting tasks start highest priority first.
     supports_priority = True
 
+    #: How many tasks per worker the executor is handed beyond those it can
+    #: start, when tasks are waiting, so that a worker finds its next task
+    #: already there. They start in the order handed: a task enqueued later
+    #: with a higher priority may start after up to this many per worker.
+    #: 0 keeps priority exact. Above 0, the executor's shutdown() must take
+    #: cancel_futures: closing cancels the tasks ahead, which fail NotStarted.
+    tasks_ahead_per_worker: ClassVar[int] = 0
+
     #: How tasks reach the workers. Thread executors share this process.
     serializer: ClassVar[Serializer] = InProcessSerializer()
 
@@ -124,6 +132,7 @@ class ExecutorBackend(BaseTaskBackend):
             max_results=self.settings["MAX_RESULTS"],
             enqueue_on_commit=_commit_alias(self.settings["ENQUEUE_ON_COMMIT"]),
             shutdown_timeout=self.settings["SHUTDOWN_TIMEOUT"],
+            tasks_ahead_per_worker=self.tasks_ahead_per_worker,
         )
 
     def enqueue(

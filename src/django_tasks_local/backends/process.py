@@ -24,6 +24,10 @@ class ProcessPoolBackend(ExecutorBackend):
     """For CPU-bound tasks: each worker is a process with its own interpreter."""
 
     serializer: ClassVar[Serializer] = PickleSerializer()
+    # As ProcessPoolExecutor's one extra call per worker: the pool sends a
+    # worker its next task as soon as it reads the end of the last one,
+    # before the runtime's bookkeeping and signals for that end.
+    tasks_ahead_per_worker: ClassVar[int] = 1
 
     declared_options: ClassVar[dict[str, Option]] = {
         **ExecutorBackend.declared_options,
