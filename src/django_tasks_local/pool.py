@@ -52,7 +52,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import secrets
 import signal
 import socket
 import threading
@@ -74,6 +73,7 @@ from django.tasks import Task, TaskResult
 from django.utils import timezone
 
 from . import runner
+from .result_ids import new_result_id
 from .runner import Envelope, TaskReference
 from .runtime import open_transaction
 from .serialization import PickleSerializer
@@ -613,7 +613,7 @@ def enqueue_in_parent(
     reaches the parent when the transaction commits, and never if it rolls back.
     """
     envelope = Envelope(
-        secrets.token_hex(16),
+        new_result_id(),
         TaskReference.from_task(task),
         args,
         kwargs,
