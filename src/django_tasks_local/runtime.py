@@ -416,7 +416,12 @@ class Runtime:
     def _record_outcome_locked(
         self, result_id: str, outcome: Outcome
     ) -> tuple[TaskResult[..., Any] | None, TaskResult[..., Any]]:
-        """Apply the final transition; copies for task_started (if due) and task_finished."""
+        """Apply the final transition.
+
+        Returns a copy for task_started (if its start is applied only now),
+        and the stored result: final, it never changes again, so it is copied
+        for task_finished after the lock is let go (``_send_end_signals``).
+        """
         started = None
         result = self._store.get(result_id)
         if (
@@ -444,14 +449,14 @@ class Runtime:
             )
         self._finishing.add(result_id)
         self._store.finished(result_id)
-        return started, snapshot(result)
+        return started, result
 
     def _send_end_signals(
         self, started: TaskResult[..., Any] | None, finished: TaskResult[..., Any]
     ) -> None:
         if started is not None:
             self._send(task_started, started)
-        self._send(task_finished, finished)
+        self._send(task_finished, snapshot(finished))
 
     def _drop(self, envelopes: list[Envelope]) -> None:
         """Fail tasks that no worker started because the backend closed."""
