@@ -716,13 +716,12 @@ def anatomy(bench: Bench) -> list[dict[str, Any]]:
     TaskResult) costs more per task than a raw executor's whole round trip.
     Timed with the thread's CPU clock, so other load on the machine counts less.
     """
-    import secrets
-
     from django.db import close_old_connections, transaction
     from django.tasks import TaskResult
     from django.tasks.signals import task_enqueued, task_finished, task_started
     from django.utils import timezone
 
+    from django_tasks_local.result_ids import new_result_id
     from django_tasks_local.states import READY
     from django_tasks_local.store import new_result, snapshot
 
@@ -731,7 +730,7 @@ def anatomy(bench: Bench) -> list[dict[str, Any]]:
     sender = type(backend)
     fields = {
         "task": task,
-        "id": secrets.token_hex(16),
+        "id": new_result_id(),
         "status": READY,
         "enqueued_at": timezone.now(),
         "started_at": None,
@@ -774,11 +773,7 @@ def anatomy(bench: Bench) -> list[dict[str, Any]]:
         ),
         ("ours", "new_result(...) (ours, same result)", lambda: new_result(**fields)),
         ("ours", "snapshot() (three per task)", lambda: snapshot(result)),
-        (
-            "ours",
-            "secrets.token_hex(16) (the result id)",
-            lambda: secrets.token_hex(16),
-        ),
+        ("ours", "new_result_id() (the result id)", new_result_id),
     ]
     logger = logging.getLogger("django.tasks")
     level = logger.level
