@@ -17,13 +17,19 @@ from django.utils.json import normalize_json
 
 from .states import READY
 
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
 
 def copy_json(value: Any) -> Any:
     """Copy JSON-normalized data: only lists and dicts are mutable in it."""
+    # Scalars are taken as they are, without a call each: arguments are
+    # copied twice per enqueue, and they are mostly a few scalars.
     if type(value) is list:
-        return [copy_json(item) for item in value]
+        return [v if type(v) in _JSON_SCALARS else copy_json(v) for v in value]
     if type(value) is dict:
-        return {key: copy_json(item) for key, item in value.items()}
+        return {
+            k: v if type(v) in _JSON_SCALARS else copy_json(v) for k, v in value.items()
+        }
     return value
 
 
@@ -54,9 +60,6 @@ def snapshot(result: TaskResult[..., Any]) -> TaskResult[..., Any]:
     return_value = result._return_value  # type: ignore[attr-defined]
     _set_field(clone, "_return_value", copy_json(return_value))
     return clone
-
-
-_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def normalize(value: Any) -> Any:
