@@ -129,7 +129,16 @@ class _Child:
 
     @property
     def idle(self) -> bool:
-        return self.ready and self.call is None and not self.stopping
+        # A child that has ended, though its end is not handled yet, would
+        # take a call only to spend the call's one retry (see _reap). Its
+        # sentinel says so even if something else reaped it, which
+        # is_alive() would not.
+        return (
+            self.ready
+            and self.call is None
+            and not self.stopping
+            and not wait([self.process.sentinel], 0)
+        )
 
 
 class ProcessPool(Executor):
