@@ -129,16 +129,7 @@ class _Child:
 
     @property
     def idle(self) -> bool:
-        # A child that has ended, though its end is not handled yet, would
-        # take a call only to spend the call's one retry (see _reap). Its
-        # sentinel says so even if something else reaped it, which
-        # is_alive() would not.
-        return (
-            self.ready
-            and self.call is None
-            and not self.stopping
-            and not wait([self.process.sentinel], 0)
-        )
+        return self.ready and self.call is None and not self.stopping
 
 
 class ProcessPool(Executor):
@@ -314,6 +305,13 @@ class ProcessPool(Executor):
                 return False
             if _claim(call):  # else cancelled while it waited
                 break
+        if wait([child.process.sentinel], 0):
+            # It has ended, its end not handled yet: the call would spend its
+            # one retry there (see _reap). The sentinel tells even if
+            # something else in this process reaped it (is_alive() would not).
+            with self._lock:
+                self._waiting.appendleft(call)
+            return True
         with self._lock:
             self._busy += 1
         child.call = call
