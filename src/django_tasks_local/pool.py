@@ -129,14 +129,7 @@ class _Child:
 
     @property
     def idle(self) -> bool:
-        # A child that has ended, though its end is not handled yet, would
-        # take a call only to spend the call's one retry (see _reap).
-        return (
-            self.ready
-            and self.call is None
-            and not self.stopping
-            and self.process.is_alive()
-        )
+        return self.ready and self.call is None and not self.stopping
 
 
 class ProcessPool(Executor):
