@@ -343,25 +343,29 @@ class Runtime:
             future.result()
             return
         except BaseException as exc:  # the executor failed, not the task
-            failure = _failure(exc)
+            error = exc
         with self._lock:
             # _work finishes every task it starts, even when it raises: one
             # still READY never reached it.
             never_ran = self._store.get(envelope.result_id).status == READY
         if never_ran:
-            self._finish(envelope, failure, was_in_flight=True)
+            self._finish(envelope, self._executor_failure(error), was_in_flight=True)
 
     def _on_done(self, envelope: Envelope, future: Future[Outcome]) -> None:
         try:
             outcome = future.result()
         except BaseException as exc:  # the executor failed, not the task
-            if isinstance(exc, CancelledError) and self.config.tasks_ahead_per_worker:
-                # Handed ahead, then cancelled by _stop: it never started.
-                exc = NotStarted("The task backend closed before it started.")
-                with self._lock:
-                    self._cancelled_ahead += 1
-            outcome = _failure(exc)
+            outcome = self._executor_failure(exc)
         self._finish(envelope, outcome, was_in_flight=True)
+
+    def _executor_failure(self, exc: BaseException) -> Outcome:
+        """The outcome of a task whose future the executor failed."""
+        if isinstance(exc, CancelledError) and self.config.tasks_ahead_per_worker:
+            # Handed ahead, then cancelled by _stop: it never started.
+            exc = NotStarted("The task backend closed before it started.")
+            with self._lock:
+                self._cancelled_ahead += 1
+        return _failure(exc)
 
     def _finish(
         self, envelope: Envelope, outcome: Outcome, *, was_in_flight: bool
@@ -404,7 +408,9 @@ class Runtime:
             batch = self._take_startable_locked()
             if not batch:
                 return None, None
-            # One worker was freed, so the batch holds one task at most.
+            # One worker was freed: this worker runs the first task; any more
+            # (tasks handed ahead, if the backend asks for them) go to the
+            # executor.
             taken, started_at = batch[0], timezone.now()
             result = self._store.get(taken.result_id)
             self._start_locked(result, worker_id, started_at)
