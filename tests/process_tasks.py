@@ -168,17 +168,6 @@ def touch_then_exit_hard(path: str) -> None:
     os._exit(5)
 
 
-def plain_exit_after_returning(code: int, delay: float) -> int:
-    """Return this process's pid, then exit ``delay`` seconds later (its reply sent)."""
-
-    def exit_soon() -> None:
-        time.sleep(delay)
-        os._exit(code)
-
-    threading.Thread(target=exit_soon, daemon=True).start()
-    return os.getpid()
-
-
 def plain_mark_then_block(mark: str, path: str) -> int:
     Path(mark).touch()
     return plain_block_until(path)

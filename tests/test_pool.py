@@ -176,39 +176,6 @@ def test_a_call_not_started_when_its_child_died_goes_to_another_child_once(
     assert pool.submit(pow, 2, 2).result(WAIT) == 4
 
 
-def test_a_child_that_ended_is_handed_no_call_before_its_end_is_handled(
-    make_pool: Any, tmp_path: Path
-) -> None:
-    # Handed to it, a call would be "not started when its child died", and
-    # spend its one retry there.
-    pool = make_pool(max_workers=1)
-    gate, marks = tmp_path / "gate", tmp_path / "marks"
-    first = pool.submit(process_tasks.plain_block_until, str(gate))
-    called_back = threading.Event()
-
-    def hold_the_supervisor_until_the_child_is_gone(future: Any) -> None:
-        # The child meanwhile runs the second call, replies and exits: the
-        # supervisor then reads that reply before it handles that end.
-        stat = Path(f"/proc/{future.result()}/stat")
-        deadline = time.monotonic() + WAIT
-        while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        called_back.set()
-
-    first.add_done_callback(hold_the_supervisor_until_the_child_is_gone)
-    # Its reply goes out at once; a second is a wide margin on a busy machine.
-    second = pool.submit(process_tasks.plain_exit_after_returning, 3, 1.0)
-    third = pool.submit(process_tasks.touch_then_exit_hard, str(marks))
-    gate.touch()
-    assert called_back.wait(WAIT)
-    assert second.result(WAIT) == first.result(0)
-    with pytest.raises(WorkerCrashed, match="exited with code 5"):
-        third.result(WAIT)
-    # Its two attempts: on two new children, not one spent on the dead one.
-    assert marks.read_text().count("attempt") == 2
-
-
 def test_an_idle_child_that_dies_is_replaced(make_pool: Any) -> None:
     pool = make_pool(max_workers=1)
     first = pool.submit(process_tasks.plain_pid).result(WAIT)

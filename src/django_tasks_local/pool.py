@@ -305,13 +305,6 @@ class ProcessPool(Executor):
                 return False
             if _claim(call):  # else cancelled while it waited
                 break
-        if wait([child.process.sentinel], 0):
-            # It has ended, its end not handled yet: the call would spend its
-            # one retry there (see _reap). The sentinel tells even if
-            # something else in this process reaped it (is_alive() would not).
-            with self._lock:
-                self._waiting.appendleft(call)
-            return True
         with self._lock:
             self._busy += 1
         child.call = call
