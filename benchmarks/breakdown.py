@@ -29,38 +29,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import run  # sets DJANGO_SETTINGS_MODULE
+from benchmarks.inline import cpu_per_task, inline_backend
 
 
 def whole_task() -> None:
     import logging
-    from concurrent.futures import Executor, Future
 
     from django.tasks import signals
 
-    from benchmarks import tasks
     from django_tasks_local import ThreadPoolBackend
 
-    class InlineExecutor(Executor):
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-            future: Future[Any] = Future()
-            future.set_running_or_notify_cancel()
-            future.set_result(fn(*args, **kwargs))
-            return future
-
-    class InlineBackend(ThreadPoolBackend):
-        def create_executor(self) -> Executor:
-            return InlineExecutor()
-
-    backend = InlineBackend("inline", {"OPTIONS": {"MAX_RESULTS": 1000}})
-
-    def cpu_per_task() -> float:
-        count, best = 4000, float("inf")
-        for _ in range(5):
-            start = time.thread_time()
-            for i in range(count):
-                backend.enqueue(tasks.add_task, (i, 1), {})
-            best = min(best, (time.thread_time() - start) / count * 1e6)
-        return best
+    backend = inline_backend(ThreadPoolBackend, "inline")
 
     logger = logging.getLogger("django.tasks")
     receivers = [
@@ -69,12 +48,12 @@ def whole_task() -> None:
         (signals.task_finished, signals.log_task_finished),
     ]
     print(f"{'whole task life, inline (CPU, best of 5)':<48}  µs")
-    print(f"{'Django default logging':<48}  {cpu_per_task():7.1f}")
+    print(f"{'Django default logging':<48}  {cpu_per_task(backend):7.1f}")
     logger.setLevel(logging.WARNING)
-    print(f"{'django.tasks logger at WARNING':<48}  {cpu_per_task():7.1f}")
+    print(f"{'django.tasks logger at WARNING':<48}  {cpu_per_task(backend):7.1f}")
     for signal, receiver in receivers:
         signal.disconnect(receiver)
-    print(f"{'no receivers on the task signals':<48}  {cpu_per_task():7.1f}")
+    print(f"{'no receivers on the task signals':<48}  {cpu_per_task(backend):7.1f}")
     for signal, receiver in receivers:
         signal.connect(receiver)
     logger.setLevel(logging.NOTSET)

@@ -19,14 +19,14 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import run  # sets DJANGO_SETTINGS_MODULE
+from benchmarks.inline import cpu_per_task, inline_backend
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -34,36 +34,15 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def inline_floor() -> None:
     import logging
 
-    from benchmarks import tasks
     from django_tasks_local import ProcessPoolBackend
 
-    class InlineExecutor(Executor):
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-            future: Future[Any] = Future()
-            future.set_running_or_notify_cancel()
-            future.set_result(fn(*args, **kwargs))
-            return future
-
-    class InlineBackend(ProcessPoolBackend):
-        def create_executor(self) -> Executor:
-            return InlineExecutor()
-
-    backend = InlineBackend("inline-process", {"OPTIONS": {"MAX_RESULTS": 1000}})
-
-    def cpu_per_task() -> float:
-        count, best = 4000, float("inf")
-        for _ in range(5):
-            start = time.thread_time()
-            for i in range(count):
-                backend.enqueue(tasks.add_task, (i, 1), {})
-            best = min(best, (time.thread_time() - start) / count * 1e6)
-        return best
+    backend = inline_backend(ProcessPoolBackend, "inline-process")
 
     logger = logging.getLogger("django.tasks")
     print(f"{'process backend task, inline (CPU, best of 5)':<48}  µs")
-    print(f"{'Django default logging':<48}  {cpu_per_task():7.1f}")
+    print(f"{'Django default logging':<48}  {cpu_per_task(backend):7.1f}")
     logger.setLevel(logging.WARNING)
-    print(f"{'django.tasks logger at WARNING':<48}  {cpu_per_task():7.1f}")
+    print(f"{'django.tasks logger at WARNING':<48}  {cpu_per_task(backend):7.1f}")
     logger.setLevel(logging.NOTSET)
     backend.close()
     print()

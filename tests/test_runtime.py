@@ -96,21 +96,35 @@ def with_alias(alias: str, backend: type) -> override_settings:
     return override_settings(TASKS={**settings.TASKS, alias: {"BACKEND": path}})
 
 
-def test_an_executor_that_cannot_be_created_fails_the_task_not_the_backend() -> None:
-    with with_alias("flaky", FlakyFactoryBackend):
-        backend = task_backends["flaky"]
-        first = tasks.add.using(backend="flaky").enqueue(1, 2)
-        failed = backend.wait_for_result(first.id, timeout=DEADLINE)
+@pytest.mark.parametrize(
+    ("backend", "exception_class_path", "message"),
+    [
+        # The first executor cannot be created.
+        (FlakyFactoryBackend, "builtins.OSError", "no more file handles"),
+        # The executor fails its first call without running it.
+        (DroppingBackend, "builtins.ConnectionError", "worker lost"),
+    ],
+)
+def test_an_executor_failure_fails_that_task_not_the_backend(
+    backend: type, exception_class_path: str, message: str
+) -> None:
+    FlakyFactoryBackend.attempts = 0
+    DroppingExecutor.dropped = 0
+    with with_alias("failing", backend):
+        instance = task_backends["failing"]
+        first = tasks.add.using(backend="failing").enqueue(1, 2)
+        failed = instance.wait_for_result(first.id, timeout=DEADLINE)
         assert failed.status == TaskResultStatus.FAILED
-        assert failed.errors[-1].exception_class_path == "builtins.OSError"
-        assert "no more file handles" in failed.errors[-1].traceback
+        assert failed.started_at is None
+        assert failed.errors[-1].exception_class_path == exception_class_path
+        assert message in failed.errors[-1].traceback
 
-        second = tasks.add.using(backend="flaky").enqueue(2, 3)
-        assert backend.wait_for_result(second.id, timeout=DEADLINE).return_value == 5
+        second = tasks.add.using(backend="failing").enqueue(2, 3)
+        assert instance.wait_for_result(second.id, timeout=DEADLINE).return_value == 5
         # Nothing is left counted as running: the failed hand-off freed its slot.
-        backend.wait_until_idle(timeout=DEADLINE)
-        assert backend.runtime._in_flight == 0
-        backend.close(timeout=DEADLINE)
+        instance.wait_until_idle(timeout=DEADLINE)
+        assert instance.runtime._in_flight == 0
+        instance.close(timeout=DEADLINE)
 
 
 def test_close_shuts_the_executor_down_only_after_running_tasks_end(
@@ -192,21 +206,3 @@ def test_a_freed_worker_takes_the_next_waiting_task_itself() -> None:
     # Each task's own start, in the order they ran.
     first, low, high = finished
     assert first.finished_at <= high.started_at <= high.finished_at <= low.started_at
-
-
-def test_a_call_the_executor_drops_fails_that_task_not_the_backend() -> None:
-    DroppingExecutor.dropped = 0
-    with with_alias("dropping", DroppingBackend):
-        backend = task_backends["dropping"]
-        first = tasks.add.using(backend="dropping").enqueue(1, 2)
-        failed = backend.wait_for_result(first.id, timeout=DEADLINE)
-        assert failed.status == TaskResultStatus.FAILED
-        assert failed.started_at is None
-        assert failed.errors[-1].exception_class_path == "builtins.ConnectionError"
-        assert "worker lost" in failed.errors[-1].traceback
-
-        second = tasks.add.using(backend="dropping").enqueue(2, 3)
-        assert backend.wait_for_result(second.id, timeout=DEADLINE).return_value == 5
-        backend.wait_until_idle(timeout=DEADLINE)
-        assert backend.runtime._in_flight == 0
-        backend.close(timeout=DEADLINE)
