@@ -67,9 +67,10 @@ test: install services ## Run the whole test suite on Django 6.1 and 6.0, then t
 test-fast: $(VENV)/.installed services ## Run the tests not marked slow, on Django 6.1 only
 	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed ## Check code style with ruff (lint + format check)
+lint: $(VENV)/.installed ## Check style (ruff) and the import contracts of src/ (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(VENV)/.installed ## Reformat the code and apply ruff's safe fixes
 	$(VENV)/bin/ruff format .

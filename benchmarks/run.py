@@ -722,8 +722,8 @@ def anatomy(bench: Bench) -> list[dict[str, Any]]:
     from django.utils import timezone
 
     from django_tasks_local.result_ids import new_result_id
+    from django_tasks_local.results import new_result, snapshot
     from django_tasks_local.states import READY
-    from django_tasks_local.store import new_result, snapshot
 
     backend = bench.threads
     task = bench.task("add", backend.alias)

@@ -14,7 +14,7 @@ from django.tasks import task_backends
 from django.test import override_settings
 
 from django_tasks_local import ThreadPoolBackend
-from django_tasks_local.threadpool import ThreadPool
+from django_tasks_local.executors.threads import ThreadPool
 
 BACKENDS = {
     "threads": "django_tasks_local.ThreadPoolBackend",

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from django_tasks_local import dispatch
-from django_tasks_local.dispatch import WaitingLine
+from django_tasks_local import waiting_line as dispatch
+from django_tasks_local.waiting_line import WaitingLine
 
 NOW = 1_800_000_000.0
 

@@ -13,10 +13,10 @@ from django.tasks.base import TaskError
 from django.utils.json import normalize_json
 from django.utils.safestring import mark_safe
 
+from django_tasks_local.results import new_result, normalize, ready_result, snapshot
 from django_tasks_local.runner import Envelope, Outcome, TaskReference
 from django_tasks_local.serialization import PickleSerializer
 from django_tasks_local.states import READY, RUNNING, SUCCESSFUL, transition
-from django_tasks_local.store import new_result, normalize, ready_result, snapshot
 from tests.tasks import add
 
 

@@ -20,12 +20,9 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from django_tasks_local.pool import (
-    ProcessPool,
-    TaskTimedOut,
-    WorkerCrashed,
-    WorkerError,
-)
+from django_tasks_local.backends.worker_process import set_up
+from django_tasks_local.exceptions import TaskTimedOut, WorkerCrashed, WorkerError
+from django_tasks_local.executors.processes import ProcessPool
 from django_tasks_local.runner import Envelope, Outcome, TaskReference, run_task
 from tests import process_tasks
 
@@ -67,7 +64,9 @@ def make_pool(starts: Starts) -> Iterator[Any]:
 
     def make(max_workers: int = 2, **options: Any) -> ProcessPool:
         options.setdefault("mp_context", "fork")
-        pool = ProcessPool(max_workers, on_started=starts, **options)
+        pool = ProcessPool(
+            max_workers, initializer=set_up, on_started=starts, **options
+        )
         pools.append(pool)
         return pool
 
@@ -342,7 +341,7 @@ def test_a_forked_child_lets_go_of_the_connections_it_inherits() -> None:
     def on_started(result_id: str, worker_id: str, started_at: Any) -> None:
         actions.pop(0)()
 
-    pool = ProcessPool(1, mp_context="fork", on_started=on_started)
+    pool = ProcessPool(1, mp_context="fork", initializer=set_up, on_started=on_started)
     try:
         with pytest.raises(WorkerCrashed):
             pool.submit(run_task, envelope(process_tasks.exit_hard, 1)).result(WAIT)
@@ -391,6 +390,7 @@ def test_connections_opened_in_the_supervisor_thread_are_closed_as_after_a_reque
     pool = ProcessPool(
         1,
         mp_context="fork",
+        initializer=set_up,
         on_started=lambda *_: supervisor_pids.append(postgres_pid()),
     )
     try:

@@ -75,7 +75,7 @@ def worker_pid(result: Any) -> int:
 def crash_error(result: Any) -> str:
     assert result.status == FAILED
     [error] = result.errors
-    assert error.exception_class_path == "django_tasks_local.pool.WorkerCrashed"
+    assert error.exception_class_path == "django_tasks_local.exceptions.WorkerCrashed"
     return str(error.traceback)
 
 
@@ -329,7 +329,7 @@ def test_a_task_past_its_timeout_is_killed_and_the_other_child_goes_on(
     late = backend.wait_for_result(late_id, WAIT)
     assert late.status == FAILED
     [error] = late.errors
-    assert error.exception_class_path == "django_tasks_local.pool.TaskTimedOut"
+    assert error.exception_class_path == "django_tasks_local.exceptions.TaskTimedOut"
     assert f"timeout of {timeout}s" in error.traceback
     other = backend.wait_for_result(other_id, WAIT)
     assert (other.status, other.return_value) == (SUCCESSFUL, True)
@@ -338,19 +338,16 @@ def test_a_task_past_its_timeout_is_killed_and_the_other_child_goes_on(
     ).status == (SUCCESSFUL)
 
 
-# -- tasks handed ahead ------------------------------------------------------
+# -- waiting tasks when a worker ends --------------------------------------
 
 
-def test_a_task_handed_ahead_runs_on_a_new_worker_when_the_worker_dies(
+def test_waiting_tasks_run_on_a_new_worker_when_the_worker_dies(
     fork1: ProcessPoolBackend, tmp_path: Path
 ) -> None:
     victim_id = enqueue(fork1, process_tasks.block_until, str(tmp_path / "never"))
     victim = wait_for_status(fork1, victim_id, RUNNING)
-    # The first is handed to the pool ahead of a free worker, the second waits
-    # in the line; neither has started.
     ahead_id = enqueue(fork1, process_tasks.pid)
     waiting_id = enqueue(fork1, process_tasks.pid)
-    assert fork1.runtime._in_flight == 2
     assert fork1.get_result(ahead_id).status == READY
     os.kill(worker_pid(victim), signal.SIGKILL)
     assert "SIGKILL" in crash_error(fork1.wait_for_result(victim_id, WAIT))
@@ -361,7 +358,7 @@ def test_a_task_handed_ahead_runs_on_a_new_worker_when_the_worker_dies(
         assert len(result.worker_ids) == 1
 
 
-def test_a_task_handed_ahead_runs_on_a_new_worker_after_a_timeout(
+def test_a_waiting_task_runs_on_a_new_worker_after_a_timeout(
     backends: Callable[..., ProcessPoolBackend], tmp_path: Path
 ) -> None:
     backend = backends("timeout1", MP_CONTEXT="fork", MAX_WORKERS=1, TIMEOUT=1.0)
@@ -371,13 +368,13 @@ def test_a_task_handed_ahead_runs_on_a_new_worker_after_a_timeout(
     ahead_id = enqueue(backend, process_tasks.pid)
     late = backend.wait_for_result(late_id, WAIT)
     [error] = late.errors
-    assert error.exception_class_path == "django_tasks_local.pool.TaskTimedOut"
+    assert error.exception_class_path == "django_tasks_local.exceptions.TaskTimedOut"
     ahead = backend.wait_for_result(ahead_id, WAIT)
     assert ahead.status == SUCCESSFUL
     assert ahead.return_value == worker_pid(ahead) != worker_pid(late)
 
 
-def test_close_drops_the_tasks_handed_ahead_with_those_waiting(
+def test_close_drops_the_waiting_tasks_and_waits_for_the_running_one(
     fresh_fork: ProcessPoolBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     release = tmp_path / "release"
@@ -385,7 +382,6 @@ def test_close_drops_the_tasks_handed_ahead_with_those_waiting(
     wait_for_status(fresh_fork, running_id, RUNNING)
     ahead_id = enqueue(fresh_fork, process_tasks.add, 1, 1)
     waiting_id = enqueue(fresh_fork, process_tasks.add, 2, 2)
-    assert fresh_fork.runtime._in_flight == 2
     closing = threading.Thread(target=fresh_fork.close, args=(WAIT,))
     closing.start()
     for result_id in (ahead_id, waiting_id):
@@ -393,7 +389,7 @@ def test_close_drops_the_tasks_handed_ahead_with_those_waiting(
         assert dropped.status == FAILED
         assert dropped.worker_ids == []
         [error] = dropped.errors
-        assert error.exception_class_path == "django_tasks_local.runtime.NotStarted"
+        assert error.exception_class_path == "django_tasks_local.exceptions.NotStarted"
     # The running task was not touched: it finishes, and close() waits for it.
     assert fresh_fork.get_result(running_id).status == RUNNING
     release.touch()

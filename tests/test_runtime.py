@@ -11,9 +11,10 @@ from django.conf import settings
 from django.tasks import TaskResultStatus, task, task_backends
 from django.test import override_settings
 
-from django_tasks_local import BackendClosed, ThreadPoolBackend
+from django_tasks_local import ThreadPoolBackend
 
 from . import tasks
+from .helpers import wait_until_finished
 
 DEADLINE = 30
 
@@ -61,6 +62,29 @@ class CountingBackend(ThreadPoolBackend):
         return CountingExecutor(max_workers=self.settings["MAX_WORKERS"])
 
 
+class FactoryCountingBackend(ThreadPoolBackend):
+    """Counts the executors it creates."""
+
+    created = 0
+
+    def create_executor(self) -> Executor:
+        type(self).created += 1
+        return super().create_executor()
+
+
+class SlowFactoryBackend(ThreadPoolBackend):
+    """Its executor factory takes as long as the test holds ``release``."""
+
+    entered = threading.Event()
+    release = threading.Event()
+
+    def create_executor(self) -> Executor:
+        type(self).entered.set()
+        if not type(self).release.wait(DEADLINE):
+            raise TimeoutError("the test never released the factory")
+        return super().create_executor()
+
+
 class DroppingExecutor(ThreadPoolExecutor):
     """Fails its first call without running it, as a lost remote worker would."""
 
@@ -91,9 +115,10 @@ def pass_gate(label: str) -> None:
     passed_gate.append((label, threading.current_thread().name))
 
 
-def with_alias(alias: str, backend: type) -> override_settings:
+def with_alias(alias: str, backend: type, **options: Any) -> override_settings:
     path = f"{backend.__module__}.{backend.__qualname__}"
-    return override_settings(TASKS={**settings.TASKS, alias: {"BACKEND": path}})
+    params = {"BACKEND": path, "OPTIONS": options}
+    return override_settings(TASKS={**settings.TASKS, alias: params})
 
 
 @pytest.mark.parametrize(
@@ -110,7 +135,9 @@ def test_an_executor_failure_fails_that_task_not_the_backend(
 ) -> None:
     FlakyFactoryBackend.attempts = 0
     DroppingExecutor.dropped = 0
-    with with_alias("failing", backend):
+    # One worker: had the failed hand-off kept its place, the second task
+    # would never start.
+    with with_alias("failing", backend, MAX_WORKERS=1):
         instance = task_backends["failing"]
         first = tasks.add.using(backend="failing").enqueue(1, 2)
         failed = instance.wait_for_result(first.id, timeout=DEADLINE)
@@ -121,62 +148,98 @@ def test_an_executor_failure_fails_that_task_not_the_backend(
 
         second = tasks.add.using(backend="failing").enqueue(2, 3)
         assert instance.wait_for_result(second.id, timeout=DEADLINE).return_value == 5
-        # Nothing is left counted as running: the failed hand-off freed its slot.
-        instance.wait_until_idle(timeout=DEADLINE)
-        assert instance.runtime._in_flight == 0
         instance.close(timeout=DEADLINE)
 
 
-def test_close_shuts_the_executor_down_only_after_running_tasks_end(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_close_shuts_the_executor_down_only_after_running_tasks_end() -> None:
     # Dask's executor, for one, cancels what still runs when it shuts down.
     RecordingExecutor.task_had_returned_at_shutdown.clear()
-    with with_alias("recording", RecordingBackend):
+    with with_alias("recording", RecordingBackend, MAX_WORKERS=1):
         backend = task_backends["recording"]
-        runtime = backend.runtime
         result = tasks.wait_for_event.using(backend="recording").enqueue()
         assert tasks.wait_for_event_started.wait(DEADLINE)
+        waiting = tasks.add.using(backend="recording").enqueue(1, 1)
 
-        waiting = threading.Event()
-        wait_until_idle = runtime.wait_until_idle
-
-        def note_waiting(timeout: float | None) -> None:
-            waiting.set()
-            wait_until_idle(timeout)
-
-        monkeypatch.setattr(runtime, "wait_until_idle", note_waiting)
         closer = threading.Thread(target=backend.close, kwargs={"timeout": DEADLINE})
         closer.start()
-        # close() is now waiting for the running task: let the task end.
-        assert waiting.wait(DEADLINE)
+        # close() drops the waiting task before it waits for the running one.
+        wait_until_finished(backend, waiting.id)
         tasks.wait_for_event_release.set()
         closer.join(DEADLINE)
         assert not closer.is_alive()
 
-    assert runtime.get_result(result.id).status == TaskResultStatus.SUCCESSFUL
+        assert backend.get_result(result.id).status == TaskResultStatus.SUCCESSFUL
     assert RecordingExecutor.task_had_returned_at_shutdown == [True]
 
 
-def test_a_closed_backend_refuses_tasks_until_settings_change() -> None:
-    with with_alias("closing", ThreadPoolBackend):
+def test_close_without_a_timeout_waits_shutdown_timeout_at_most() -> None:
+    tasks.wait_for_event_release.clear()
+    with with_alias("closing", ThreadPoolBackend, SHUTDOWN_TIMEOUT=0.1):
+        backend = task_backends["closing"]
+        hung = tasks.wait_for_event.using(backend="closing").enqueue()
+        assert tasks.wait_for_event_started.wait(DEADLINE)
+        closer = threading.Thread(target=backend.close)
+        closer.start()
+        closer.join(DEADLINE)
+        try:
+            # close() returned while the task still runs: it was abandoned.
+            assert not closer.is_alive()
+            assert backend.get_result(hung.id).status == TaskResultStatus.RUNNING
+        finally:
+            tasks.wait_for_event_release.set()
+        # An abandoned task still finishes, and its result with it.
+        finished = backend.wait_for_result(hung.id, timeout=DEADLINE)
+        assert finished.status == TaskResultStatus.SUCCESSFUL
+
+
+def test_use_after_close_starts_a_fresh_executor() -> None:
+    FactoryCountingBackend.created = 0
+    with with_alias("closing", FactoryCountingBackend):
         backend = task_backends["closing"]
         done = tasks.add.using(backend="closing").enqueue(1, 1)
         backend.wait_for_result(done.id, timeout=DEADLINE)
         backend.close(timeout=DEADLINE)
-        with pytest.raises(BackendClosed, match="'closing' is closed"):
-            tasks.add.using(backend="closing").enqueue(1, 1)
-        # Another instance of the same alias and settings shares the closed runtime.
-        other = ThreadPoolBackend("closing", settings.TASKS["closing"])
-        assert other.runtime is backend.runtime
+        backend.close(timeout=DEADLINE)  # closing twice does no more
+        # Results stay readable after close.
+        assert backend.get_result(done.id).return_value == 2
 
-    # New settings (override_settings in a later test) start afresh.
-    with with_alias("closing", ThreadPoolBackend):
-        fresh = task_backends["closing"]
-        assert not fresh.runtime.closed
-        again = tasks.add.using(backend="closing").enqueue(2, 2)
-        assert fresh.wait_for_result(again.id, timeout=DEADLINE).return_value == 4
-        fresh.close(timeout=DEADLINE)
+        # Another instance of the alias (another thread's) uses it again.
+        other = FactoryCountingBackend("closing", settings.TASKS["closing"])
+        again = other.enqueue(tasks.add, [2, 2], {})
+        assert backend.wait_for_result(again.id, timeout=DEADLINE).return_value == 4
+        assert FactoryCountingBackend.created == 2
+        backend.close(timeout=DEADLINE)
+
+
+def test_a_slow_executor_factory_does_not_block_reading_results() -> None:
+    SlowFactoryBackend.release.clear()
+    SlowFactoryBackend.entered.clear()
+    with with_alias("slow", SlowFactoryBackend):
+        backend = task_backends["slow"]
+        SlowFactoryBackend.release.set()  # the first executor comes at once
+        done = tasks.add.using(backend="slow").enqueue(1, 2)
+        backend.wait_for_result(done.id, timeout=DEADLINE)
+        backend.close(timeout=DEADLINE)
+
+        # The next enqueue creates an executor that takes its time.
+        SlowFactoryBackend.release.clear()
+        enqueuer = threading.Thread(
+            target=tasks.add.using(backend="slow").enqueue, args=(3, 4)
+        )
+        enqueuer.start()
+        assert SlowFactoryBackend.entered.wait(DEADLINE)
+        try:
+            reader = threading.Thread(target=backend.get_result, args=(done.id,))
+            reader.start()
+            reader.join(DEADLINE)
+            # Read while the factory is still at work: it holds no lock of ours.
+            assert not reader.is_alive()
+            assert not SlowFactoryBackend.release.is_set()
+        finally:
+            SlowFactoryBackend.release.set()
+            enqueuer.join(DEADLINE)
+        backend.wait_until_idle(timeout=DEADLINE)
+        backend.close(timeout=DEADLINE)
 
 
 def test_a_freed_worker_takes_the_next_waiting_task_itself() -> None:

@@ -99,8 +99,6 @@ def test_capability_flags(alias):
     assert backend.supports_defer is True
     assert backend.supports_async_task is True
     assert backend.supports_get_result is True
-    # Exact priority in the thread pool; one task ahead per worker process.
-    assert backend.tasks_ahead_per_worker == {"threads": 0, "processes": 1}[alias]
 
 
 # -- priority and the waiting line -------------------------------------------
@@ -126,8 +124,7 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
         log_label.using(backend=solo, priority=priority).enqueue(str(log), label)
         for label, priority in plan
     ]
-    # The one worker is busy: the others wait, READY, in our line (and, for a
-    # backend that hands tasks ahead, the first of them in the executor).
+    # The one worker is busy: the others wait, READY, in our line.
     for result in waiting:
         current = backend.get_result(result.id)
         assert current.status == READY
@@ -136,8 +133,7 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
 
     gate.touch()
     backend.wait_until_idle(timeout=DEADLINE)
-    # The tasks handed ahead start first, in the order enqueued; the rest
-    # by priority, then first come first served.
+    # By priority, then first come first served.
     by_priority = [
         "highest",
         "high",
@@ -147,8 +143,7 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
         "low",
         "lowest",
     ]
-    ahead = [label for label, _ in plan[: backend.tasks_ahead_per_worker]]
-    assert read_log(log) == ahead + [x for x in by_priority if x not in ahead]
+    assert read_log(log) == by_priority
     finished = [backend.get_result(result.id) for result in waiting]
     assert all(result.status == SUCCESSFUL for result in finished)
 
@@ -160,12 +155,6 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
     log = tmp_path / "order"
     blocker = wait_for_file.using(backend=solo).enqueue(str(gate))
     wait_until_running(backend, blocker)
-    # Fill the executor's places for tasks ahead, if it has any: the next
-    # tasks wait in the line, where the order is by priority.
-    ahead = ["ahead"] * backend.tasks_ahead_per_worker
-    for label in ahead:
-        log_label.using(backend=solo).enqueue(str(log), label)
-
     # Count how often the timer thread looks at the waiting line.
     line = backend.runtime._line
     looks = 0
@@ -194,7 +183,7 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
 
     gate.touch()
     backend.wait_until_idle(timeout=DEADLINE)
-    assert read_log(log) == [*ahead, "deferred", "plain"]
+    assert read_log(log) == ["deferred", "plain"]
     assert backend.get_result(deferred.id).started_at >= run_after
 
 
@@ -355,16 +344,15 @@ def test_enqueue_on_commit_false_hands_the_task_over_at_once(variant):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_commit_after_close_fails_the_task_instead_of_losing_it(variant):
+def test_commit_after_close_runs_the_task_on_fresh_workers(variant):
     name = variant()
     backend = task_backends[name]
     with transaction.atomic():
         result = square.using(backend=name).enqueue(3)
         backend.close(timeout=0)
     done = backend.wait_for_result(result.id, timeout=DEADLINE)
-    assert done.status == FAILED
-    assert done.errors[0].exception_class_path.endswith(".NotStarted")
-    backend.wait_until_idle(timeout=DEADLINE)
+    assert done.status == SUCCESSFUL
+    assert done.return_value == 9
 
 
 @pytest.mark.postgres

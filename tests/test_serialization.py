@@ -12,7 +12,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_tasks_local.runner import Envelope, TaskReference
-from django_tasks_local.serialization import InProcessSerializer, PickleSerializer
+from django_tasks_local.serialization import CopySerializer, PickleSerializer
 from tests import contract_tasks
 from tests.contract_tasks import DEADLINE, SignalLog
 from tests.test_backends import CUSTOM_ALIASES
@@ -72,7 +72,7 @@ def with_custom_aliases():
 def test_in_process_envelopes_carry_the_task_and_a_copy_of_the_arguments():
     result = new_result(contract_tasks.argument_types, [[1]], {"key": {"a": [2]}})
 
-    envelope = InProcessSerializer().envelope(result, report_started)
+    envelope = CopySerializer().envelope(result, report_started)
     envelope.args[0].append("changed")
     envelope.kwargs["key"]["a"].append("changed")
 

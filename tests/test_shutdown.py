@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from django.tasks import TaskResultStatus, task_backends
 
-from django_tasks_local import BackendClosed
 from tests.reliability_support import own_backend, wait_until_running
 from tests.reliability_tasks import finish_in, hang, hang_started, square
 
@@ -44,6 +43,7 @@ TASKS = {
     "default": {"BACKEND": "django_tasks_local.ThreadPoolBackend", "OPTIONS": OPTIONS},
     "processes": {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": OPTIONS},
     "broken": {"BACKEND": "tests.reliability_support.BrokenShutdownBackend"},
+    "unused": {"BACKEND": "django_tasks_local.ThreadPoolBackend"},
 }
 
 LOGGING = {
@@ -89,6 +89,27 @@ import django
 def main(backend, scenario, queued, marker):
     from tests.reliability_tasks import finish_in, hang_then_write, square
 
+    if scenario == "enqueue-at-exit":
+        import atexit
+
+        from django_tasks_local import BackendClosed
+
+        def enqueue_late(alias):
+            # atexit hooks run after the backends' exit hook: closing is final.
+            try:
+                square.using(backend=alias).enqueue(1)
+            except BackendClosed as exc:
+                print("refused:", exc, flush=True)
+
+        from django.tasks import task_backends
+
+        done = square.using(backend=backend).enqueue(2)
+        task_backends[backend].wait_for_result(done.id, timeout=30)
+        # The alias used before, then one never used before the exit.
+        atexit.register(enqueue_late, "unused")
+        atexit.register(enqueue_late, backend)
+        print("enqueued", flush=True)
+        return
     if scenario == "broken":
         # A backend whose executor fails to shut down, made first: it is
         # closed first at exit, and must not keep `backend` from closing.
@@ -166,17 +187,17 @@ def package_log_lines(stderr, fragment):
 
 
 @pytest.mark.parametrize("kind", ["threads", "processes"])
-def test_close_is_idempotent_and_enqueue_after_it_raises(kind):
+def test_close_then_enqueue_runs_on_fresh_workers(kind):
     with own_backend(kind) as own:
         backend = task_backends[own]
         result = square.using(backend=own).enqueue(7)
         assert backend.wait_for_result(result.id, timeout=60).return_value == 49
         backend.close(timeout=30)
         backend.close(timeout=30)
-        with pytest.raises(BackendClosed, match=rf"Task backend '{own}' is closed"):
-            square.using(backend=own).enqueue(8)
-        # Results stay readable after close.
+        # Results stay readable after close, and the alias can be used again.
         assert backend.get_result(result.id).return_value == 49
+        again = square.using(backend=own).enqueue(8)
+        assert backend.wait_for_result(again.id, timeout=60).return_value == 64
 
 
 def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_finish(
@@ -199,7 +220,7 @@ def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_fin
             assert dropped.status == TaskResultStatus.FAILED
             assert (
                 dropped.errors[0].exception_class_path
-                == "django_tasks_local.runtime.NotStarted"
+                == "django_tasks_local.exceptions.NotStarted"
             )
 
 
@@ -224,6 +245,19 @@ def test_shutdown_timeout_defaults_to_five_seconds():
 
 
 # -- interpreter exit ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["default", "processes"])
+def test_an_enqueue_after_the_exit_hook_raises_backend_closed(site, tmp_path, backend):
+    done = run_exit_script(site, tmp_path, backend, "enqueue-at-exit", queued=0)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "enqueued\n"
+        f"refused: Task backend {backend!r} is closed: the interpreter is exiting, "
+        "so it cannot enqueue 'tests.reliability_tasks.square'.\n"
+        "refused: Task backend 'unused' is closed: the interpreter is exiting, "
+        "so it cannot enqueue 'tests.reliability_tasks.square'.\n"
+    )
 
 
 @pytest.mark.parametrize("backend", ["default", "processes"])

@@ -8,7 +8,8 @@ import pytest
 from django.tasks import TaskResult, TaskResultStatus
 from django.utils import timezone
 
-from django_tasks_local.states import InvalidTransition, transition
+from django_tasks_local.exceptions import InvalidTransition
+from django_tasks_local.states import transition
 from tests import contract_tasks
 
 READY = TaskResultStatus.READY

@@ -12,8 +12,9 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_finished
 from django.utils import timezone
 
+from django_tasks_local.result_store import ResultStore
+from django_tasks_local.results import copy_json, snapshot
 from django_tasks_local.states import transition
-from django_tasks_local.store import ResultStore, copy_json, snapshot
 from tests import contract_tasks
 from tests.contract_tasks import DEADLINE, temporary_alias, wait_until
 

@@ -11,7 +11,7 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 from django.tasks import task_backends
 
-from django_tasks_local.threadpool import ThreadPool
+from django_tasks_local.executors.threads import ThreadPool
 
 from .reliability_support import own_backend, wait_until
 from .reliability_tasks import postgres_backend_pid

@@ -9,22 +9,36 @@ from .backends.base import ExecutorBackend
 from .backends.process import ProcessPoolBackend
 from .backends.thread import ThreadPoolBackend
 from .context import current_result_id
-from .pool import ProcessPool, TaskTimedOut, WorkerCrashed
-from .runtime import BackendClosed
-from .serialization import InProcessSerializer, PickleSerializer, Serializer
+from .exceptions import (
+    BackendClosed,
+    InvalidTaskArguments,
+    NotStarted,
+    TaskTimedOut,
+    WorkerCrashed,
+    WorkerError,
+)
+from .executors.processes import ProcessPool
+from .executors.threads import ThreadPool
+from .runtime import Execution
+from .serialization import CopySerializer, PickleSerializer, Serializer
 from .waiting import await_result, wait
 
 __all__ = [
     "BackendClosed",
+    "CopySerializer",
+    "Execution",
     "ExecutorBackend",
-    "InProcessSerializer",
+    "InvalidTaskArguments",
+    "NotStarted",
     "PickleSerializer",
     "ProcessPool",
     "ProcessPoolBackend",
     "Serializer",
     "TaskTimedOut",
+    "ThreadPool",
     "ThreadPoolBackend",
     "WorkerCrashed",
+    "WorkerError",
     "await_result",
     "current_result_id",
     "wait",

@@ -1,20 +1,18 @@
-"""The in-memory result store.
+"""``TaskResult`` helpers: building results, copying them, normalizing JSON.
 
-It is a plain data structure: the runtime that owns it holds its lock around
-every call. Callers outside get copies (``snapshot``), never a stored result.
+Callers outside the runtime get copies (``snapshot``), never a stored result.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
 from django.tasks import Task, TaskResult
-from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils.json import normalize_json
 
+from .exceptions import InvalidTaskArguments
 from .states import READY
 
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -100,66 +98,27 @@ def ready_result(
     kwargs: Any,
     enqueued_at: datetime | None,
 ) -> TaskResult[..., Any]:
-    """A newly enqueued task's result: READY, never attempted."""
-    return new_result(
-        task=task,
-        id=result_id,
-        status=READY,
-        enqueued_at=enqueued_at,
-        started_at=None,
-        last_attempted_at=None,
-        finished_at=None,
-        args=args,
-        kwargs=kwargs,
-        backend=alias,
-        errors=[],
-        worker_ids=[],
-    )
+    """A newly enqueued task's result: READY, never attempted.
 
-
-class ResultStore:
-    """Results by id; finished ones beyond ``max_results`` are evicted oldest first.
-
-    READY and RUNNING results are never evicted: they leave only by finishing
-    (and then ageing out) or by ``discard``.
+    Raises InvalidTaskArguments for arguments that are not JSON values.
     """
-
-    def __init__(self, max_results: int) -> None:
-        self.max_results = max_results
-        self._results: dict[str, TaskResult[..., Any]] = {}
-        # Ids of finished results, oldest first: the eviction order.
-        self._finished: deque[str] = deque()
-
-    def __len__(self) -> int:
-        return len(self._results)
-
-    @property
-    def finished_count(self) -> int:
-        return len(self._finished)
-
-    @property
-    def unfinished_count(self) -> int:
-        return len(self._results) - len(self._finished)
-
-    def add(self, result: TaskResult[..., Any]) -> None:
-        self._results[result.id] = result
-
-    def get(self, result_id: str) -> TaskResult[..., Any]:
-        """The stored result itself, for the owner to change."""
-        try:
-            return self._results[result_id]
-        except KeyError:
-            raise TaskResultDoesNotExist(result_id) from None
-
-    def __contains__(self, result_id: object) -> bool:
-        return result_id in self._results
-
-    def discard(self, result_id: str) -> None:
-        """Forget an unfinished result (a rolled-back enqueue)."""
-        self._results.pop(result_id, None)
-
-    def finished(self, result_id: str) -> None:
-        """Record that a result finished, and evict what is now over the bound."""
-        self._finished.append(result_id)
-        while len(self._finished) > self.max_results:
-            del self._results[self._finished.popleft()]
+    try:
+        return new_result(
+            task=task,
+            id=result_id,
+            status=READY,
+            enqueued_at=enqueued_at,
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=args,
+            kwargs=kwargs,
+            backend=alias,
+            errors=[],
+            worker_ids=[],
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidTaskArguments(
+            f"The arguments of task {task.module_path!r} must be JSON values "
+            f"(dict, list, str, int, float, bool, None): {exc}"
+        ) from exc

@@ -1,12 +1,15 @@
-"""What happens inside the worker: ``run_task`` and the envelope it receives.
+"""What happens inside the worker: ``run_task``, the envelope it receives and the outcome it returns.
 
 ``run_task`` is a module-level function so that a process pool can pickle a
-reference to it. It never raises (but for ``KeyboardInterrupt``): every
-outcome of the task, good or bad, comes back as an ``Outcome``.
+reference to it. It never raises: every outcome of the task, good or bad
+(``KeyboardInterrupt`` and ``SystemExit`` included), comes back as an
+``Outcome``. It knows nothing of the result store: the runtime applies the
+outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -24,8 +27,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .context import bound_result_id
+from .results import normalize
 from .states import RUNNING
-from .store import normalize
 
 #: Called in the worker when a task body is about to start:
 #: ``report_started(result_id, worker_id, started_at)``.
@@ -147,18 +150,77 @@ class Outcome:
     finished_at: datetime
     return_value: Any = None
     error: TaskError | None = None
+    # The exception itself, for task_finished's receivers (Django's log line
+    # reads sys.exc_info()). From another process, a copy without its
+    # traceback, or None if it could not be pickled.
+    exception: BaseException | None = field(default=None, compare=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
-            Outcome,
+            _rebuild_outcome,
             (
                 self.worker_id,
                 self.started_at,
                 self.finished_at,
                 self.return_value,
                 self.error,
+                None if self.exception is None else _pickle_or_none(self.exception),
             ),
         )
+
+    def exception_in_hand(self) -> BaseException | None:
+        """The exception to have in hand while task_finished is sent.
+
+        One raised in another process (no traceback of its own here) carries
+        the worker's traceback as its cause, as concurrent.futures does.
+        """
+        if self.error is None:
+            return None
+        exception = self.exception
+        if exception is None:
+            exception = RemoteTaskError(
+                f"{self.error.exception_class_path} (the exception itself could "
+                "not be sent from the worker process)"
+            )
+        if exception.__traceback__ is None and exception.__cause__ is None:
+            exception.__cause__ = _RemoteTraceback(self.error.traceback)
+        return exception
+
+
+class RemoteTaskError(Exception):
+    """Stands in for a worker process's exception that could not be pickled."""
+
+
+class _RemoteTraceback(Exception):
+    def __init__(self, traceback: str) -> None:
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.traceback}"""'
+
+
+def _pickle_or_none(value: Any) -> bytes | None:
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+
+
+def _rebuild_outcome(
+    worker_id: str | None,
+    started_at: datetime | None,
+    finished_at: datetime,
+    return_value: Any,
+    error: TaskError | None,
+    pickled_exception: bytes | None,
+) -> Outcome:
+    exception = None
+    if pickled_exception is not None:
+        # An exception class whose __init__ takes other arguments than it
+        # passes to Exception cannot be rebuilt: the error strings remain.
+        with contextlib.suppress(Exception):
+            exception = pickle.loads(pickled_exception)
+    return Outcome(worker_id, started_at, finished_at, return_value, error, exception)
 
 
 def current_worker_id() -> str:
@@ -202,11 +264,22 @@ def run_started_task(
             return_value = normalize(value)
         finally:
             close_old_connections()
-    except KeyboardInterrupt:
-        raise
     except BaseException as exc:
-        return Outcome(worker_id, started_at, timezone.now(), error=capture_error(exc))
+        # KeyboardInterrupt and SystemExit too: raised by a task (signals
+        # reach the main thread, never a worker), they are the task's errors.
+        return failed_outcome(exc, worker_id, started_at)
     return Outcome(worker_id, started_at, timezone.now(), return_value)
+
+
+def failed_outcome(
+    exc: BaseException,
+    worker_id: str | None = None,
+    started_at: datetime | None = None,
+) -> Outcome:
+    """The outcome of a run that raised ``exc`` (or never started, with no worker)."""
+    return Outcome(
+        worker_id, started_at, timezone.now(), error=capture_error(exc), exception=exc
+    )
 
 
 def _call(envelope: Envelope, worker_id: str, started_at: datetime) -> Any:

@@ -1,57 +1,85 @@
-"""The shared core behind every backend instance of one alias.
+"""The runtime: the shared state of one backend alias in one process, and the path of a task.
 
 Django makes one backend instance per thread; they all reach the same
 ``Runtime`` (one executor, one store, one waiting line) through ``runtime_for``.
-One lock guards it all: public methods take it, ``_private`` ones assume it is
-held. Signals are sent and executors called outside the lock, so a slow
-receiver or a full pipe never blocks another thread's bookkeeping.
+
+One task's path through it::
+
+    enqueue() --> store: READY --> task_enqueued --> [the transaction commits]
+                                                          |
+                                                          v
+                         waiting line (priority, run_after): a free worker takes the next
+                                                          |
+                         executor <-- CALL_PER_TASK: run_task(envelope), its future's
+                            |                         result is the outcome
+                            |     <-- WORKER_LOOP: _work(envelope), a worker in this
+                            |                      process that goes on with the next task
+                            v
+    worker: start report --> mark_started(): RUNNING, task_started
+            run_task()   --> Outcome
+                            |
+                            v
+    _finish(): the final transition, task_finished, the waiters of that result
+               woken, the freed worker's next task taken
+
+The lock rule. ``_lock`` guards every attribute below it. A method named
+``*_locked`` is called with it held and never calls out; every other method
+takes it itself, and holds it only around bookkeeping: signals are sent,
+executors created and called, outside it, so a slow receiver or a slow
+executor factory never blocks another thread's ``get_result()``.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable
-from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.core.signals import setting_changed
 from django.db import transaction
-from django.dispatch import Signal, receiver
+from django.dispatch import Signal
 from django.tasks import Task, TaskResult
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 
-from .dispatch import WaitingLine
+from .exceptions import BackendClosed, NotStarted
 from .result_ids import new_result_id
+from .result_store import ResultStore
+from .results import ready_result, snapshot
 from .runner import (
     Envelope,
     Outcome,
-    capture_error,
     current_worker_id,
+    failed_outcome,
     run_started_task,
     run_task,
 )
 from .serialization import Serializer
 from .states import FAILED, READY, RUNNING, SUCCESSFUL, transition
-from .store import ResultStore, ready_result, snapshot
+from .waiting_line import WaitingLine
 
 logger = logging.getLogger("django_tasks_local")
 
 
-class BackendClosed(RuntimeError):
-    """The backend was closed; it takes no more tasks."""
+class Execution(enum.Enum):
+    """How the runtime hands tasks to its executor."""
 
-
-class NotStarted(Exception):
-    """Recorded on a task that was dropped before any worker started it."""
+    #: One call per task, ``run_task(envelope)``, whose future's result is the
+    #: outcome: for any executor, in this process or in others.
+    CALL_PER_TASK = "call-per-task"
+    #: A worker loop in this process: the executor runs ``Runtime._work``, and
+    #: a worker that finishes a task takes the next waiting one itself. Only
+    #: for executors whose workers share this process (threads).
+    WORKER_LOOP = "worker-loop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +89,13 @@ class RuntimeConfig:
     sender: type
     create_executor: Callable[[], Executor]
     serializer: Serializer
+    execution: Execution
     max_workers: int
     max_results: int
     # The database alias whose transaction an enqueue waits for; None: none.
     enqueue_on_commit: str | None
-    # Seconds running tasks get to finish when the interpreter exits.
+    # Seconds running tasks get to finish at close() and at exit.
     shutdown_timeout: float = 5.0
-    # Tasks handed to the executor per worker beyond the one it runs, when
-    # tasks are waiting (the backend's tasks_ahead_per_worker).
-    tasks_ahead_per_worker: int = 0
 
 
 def open_transaction(using: str | None) -> Any:
@@ -104,34 +130,32 @@ class _CommitHook:
 class Runtime:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
+        # Serializes the creation of the executor, which may be slow (a Dask
+        # Client connecting). Taken before _lock, never while _lock is held.
+        self._executor_lock = threading.Lock()
         # An RLock: a rollback can finalize a _CommitHook (and so re-enter)
         # wherever the garbage collector happens to run.
         self._lock = threading.RLock()
-        # Notified when a result that a thread waits for settles (finished,
-        # signals sent) or vanishes, and when the last unfinished task settles
-        # while a thread waits for idle. Only then: a notify wakes every waiter
-        # to take the lock, which under a burst would cost each task a thread
-        # switch.
-        self._settled = threading.Condition(self._lock)
-        # How many threads wait, per result id and for idle.
-        self._awaited: dict[str, int] = {}
-        self._idle_waiters = 0
-        # Notified when an earlier run_after arrives in the waiting line.
-        self._timer_wakeup = threading.Condition(self._lock)
         self._store = ResultStore(config.max_results)
         self._line: WaitingLine[Envelope] = WaitingLine()
         self._executor: Executor | None = None
-        self._timer: threading.Thread | None = None
-        self._in_flight = 0
-        # Results whose task_finished is being sent: not settled yet.
+        # Handed to the executor and not finished: each holds a worker.
+        self._running: set[str] = set()
+        # Final, their task_finished being sent: not settled yet.
         self._finishing: set[str] = set()
-        # Results waiting for their transaction to commit.
+        # Waiting for their transaction to commit.
         self._uncommitted: set[str] = set()
-        # Callbacks waiting for a result to settle: see watch().
-        self._watchers: dict[str, list[Callable[[], None]]] = {}
-        self._closed = False
-        # Tasks handed ahead to the executor that _stop cancelled.
-        self._cancelled_ahead = 0
+        # Called once when a result settles (or vanishes), by its id; and
+        # when nothing is unfinished any more. Each only passes the news on
+        # (an Event's set, a loop's call_soon_threadsafe): they run under
+        # the lock, in whichever thread settles the result.
+        self._waiters: dict[str, list[Callable[[], object]]] = {}
+        self._idle_waiters: list[Callable[[], object]] = []
+        # Notified when an earlier run_after arrives in the waiting line.
+        self._timer_wakeup = threading.Condition(self._lock)
+        self._timer: threading.Thread | None = None
+        # The interpreter is exiting: no more tasks, ever.
+        self._exiting = False
 
     # -- the caller's side -------------------------------------------------
 
@@ -146,7 +170,7 @@ class Runtime:
         """Store a READY result and hand the task on.
 
         ``result_id`` is for an enqueue forwarded from a worker process, which
-        chose the id (see ``pool.enqueue_in_parent``).
+        chose the id.
         """
         result = ready_result(
             task,
@@ -161,10 +185,10 @@ class Runtime:
         # lock is held no longer than it must be.
         copy = snapshot(result)
         with self._lock:
-            if self._closed:
+            if self._exiting:
                 raise BackendClosed(
-                    f"Task backend {self.config.alias!r} is closed; it cannot "
-                    f"enqueue {task.module_path!r}."
+                    f"Task backend {self.config.alias!r} is closed: the interpreter "
+                    f"is exiting, so it cannot enqueue {task.module_path!r}."
                 )
             self._store.add(result)
         # Sent before the task can start, so task_enqueued always comes first.
@@ -180,124 +204,128 @@ class Runtime:
         with self._lock:
             return snapshot(self._get_locked(result_id))
 
-    def wait_for_result(
-        self, result_id: str, timeout: float | None
-    ) -> TaskResult[..., Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while True:
-                result = self._get_locked(result_id)
-                if result.is_finished and result_id not in self._finishing:
-                    return snapshot(result)
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(
-                        f"Task result {result_id} did not finish within {timeout}s "
-                        f"(it is {result.status})."
-                    )
-                self._awaited[result_id] = self._awaited.get(result_id, 0) + 1
-                try:
-                    self._settled.wait(remaining)
-                finally:
-                    if self._awaited[result_id] == 1:
-                        del self._awaited[result_id]
-                    else:
-                        self._awaited[result_id] -= 1
-
-    def watch(self, result_id: str, callback: Callable[[], None]) -> bool:
-        """Call ``callback()`` once the result settles or vanishes.
+    def watch(self, result_id: str, callback: Callable[[], object]) -> bool:
+        """Call ``callback()`` once the result settles (finished, its signals sent) or vanishes.
 
         Returns False, and never calls it, if the result has settled already.
-
         The callback runs with the lock held, in the thread that settles the
-        result: it must only pass the news on (``loop.call_soon_threadsafe``).
+        result: it must only pass the news on (``Event.set``,
+        ``loop.call_soon_threadsafe``).
         """
         with self._lock:
             result = self._get_locked(result_id)
             if result.is_finished and result_id not in self._finishing:
                 return False
-            self._watchers.setdefault(result_id, []).append(callback)
+            self._waiters.setdefault(result_id, []).append(callback)
             return True
 
-    def unwatch(self, result_id: str, callback: Callable[[], None]) -> None:
+    def unwatch(self, result_id: str, callback: Callable[[], object]) -> None:
         """Forget a callback given to ``watch`` (a waiter that gave up)."""
         with self._lock:
-            callbacks = self._watchers.get(result_id, [])
+            callbacks = self._waiters.get(result_id, [])
             if callback in callbacks:
                 callbacks.remove(callback)
             if not callbacks:
-                self._watchers.pop(result_id, None)
+                self._waiters.pop(result_id, None)
+
+    def wait_for_result(
+        self, result_id: str, timeout: float | None
+    ) -> TaskResult[..., Any]:
+        if not self._wait_settled(result_id, timeout):
+            status = self.get_result(result_id).status
+            raise TimeoutError(
+                f"Task result {result_id} did not finish within {timeout}s "
+                f"(it is {status})."
+            )
+        return self.get_result(result_id)
 
     def wait_until_idle(self, timeout: float | None) -> None:
+        idle = threading.Event()
         with self._lock:
-            self._idle_waiters += 1
-            try:
-                idle = self._settled.wait_for(self._is_idle_locked, timeout)
-            finally:
-                self._idle_waiters -= 1
-            if not idle:
-                raise TimeoutError(
-                    f"Task backend {self.config.alias!r} still had "
-                    f"{self._store.unfinished_count} unfinished tasks after {timeout}s."
-                )
+            if self._is_idle_locked():
+                return
+            self._idle_waiters.append(idle.set)
+        try:
+            reached = idle.wait(timeout)
+        finally:
+            with self._lock:
+                if idle.set in self._idle_waiters:
+                    self._idle_waiters.remove(idle.set)
+        if not reached:
+            with self._lock:
+                unfinished = self._store.unfinished_count
+            raise TimeoutError(
+                f"Task backend {self.config.alias!r} still had {unfinished} "
+                f"unfinished tasks after {timeout}s."
+            )
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop taking tasks; drop the ones not started; let running ones finish.
+        """Drop the tasks not started; give running ones ``timeout`` seconds; shut the executor down.
 
-        Waits up to ``timeout`` seconds (None: as long as it takes) for the
-        running tasks. Closing twice does nothing more.
+        ``timeout`` defaults to SHUTDOWN_TIMEOUT; tasks still running then are
+        abandoned (they finish in the background, and their results with
+        them). The next enqueue starts a fresh executor.
         """
-        if self._stop():
-            self._wait_for_running(timeout)
+        if timeout is None:
+            timeout = self.config.shutdown_timeout
+        running, executor = self._stop(exiting=False)
+        self._wind_down(running, executor, time.monotonic() + timeout)
 
-    def _stop(self) -> bool:
-        """Refuse new tasks and drop the waiting ones; False if already closed."""
+    def _stop(self, *, exiting: bool) -> tuple[list[str], Executor | None]:
+        """Drop the waiting tasks, and take the executor out.
+
+        Returns the ids of the running tasks, and the executor to shut down
+        once they have had their time (``_wind_down``).
+        """
         with self._lock:
-            if self._closed:
-                return False
-            self._closed = True
+            if exiting:
+                self._exiting = True
+                self._timer_wakeup.notify_all()
             dropped = self._line.drain()
-            self._timer_wakeup.notify_all()
-            ahead = self._executor if self.config.tasks_ahead_per_worker else None
-        self._drop(dropped)
-        cancelled = 0
-        if ahead is not None:
-            # The tasks handed ahead have not started either: the executor
-            # cancels them, and its futures' callbacks fail them NotStarted
-            # (_on_done) in this thread; the running ones finish.
-            ahead.shutdown(wait=False, cancel_futures=True)
-            with self._lock:
-                cancelled = self._cancelled_ahead
-        if dropped or cancelled:
+            running = list(self._running)
+            executor, self._executor = self._executor, None
+        if dropped:
             logger.warning(
                 "Task backend %r closed with %d tasks that never started; they "
                 "were dropped.",
                 self.config.alias,
-                len(dropped) + cancelled,
+                len(dropped),
             )
-        return True
+            self._drop(dropped)
+        return running, executor
 
-    def _wait_for_running(self, timeout: float | None) -> None:
-        """Give running tasks ``timeout`` seconds, then shut the executor down."""
-        try:
-            self.wait_until_idle(timeout)
-        except TimeoutError:
-            logger.warning(
-                "Task backend %r closed while tasks were still running.",
-                self.config.alias,
-            )
-        with self._lock:
-            executor, self._executor = self._executor, None
+    def _wind_down(
+        self, running: list[str], executor: Executor | None, deadline: float
+    ) -> None:
+        """Wait until ``deadline`` for the ``running`` tasks, then shut ``executor`` down."""
+        for result_id in running:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                settled = self._wait_settled(result_id, remaining)
+            except TaskResultDoesNotExist:
+                settled = True  # finished, and already evicted
+            if not settled:
+                logger.warning(
+                    "Task backend %r closed while tasks were still running.",
+                    self.config.alias,
+                )
+                break
         if executor is not None:
             # Only now: some executors (Dask's) cancel what is still running.
-            # The plain Executor signature, since loky's and Dask's shutdown()
-            # take no cancel_futures; the core hands an executor tasks ahead
-            # only if its backend says so, and _stop has cancelled those.
+            # The plain Executor signature: loky's and Dask's shutdown() take
+            # no cancel_futures, and none is needed, since the runtime hands
+            # an executor only what a free worker starts at once.
             executor.shutdown(wait=False)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    def _wait_settled(self, result_id: str, timeout: float | None) -> bool:
+        """Wait until the result settles or vanishes; False after ``timeout``."""
+        settled = threading.Event()
+        if not self.watch(result_id, settled.set):
+            return True
+        try:
+            return settled.wait(timeout)
+        finally:
+            self.unwatch(result_id, settled.set)
 
     # -- the worker's side -------------------------------------------------
 
@@ -314,14 +342,12 @@ class Runtime:
         self._send(task_started, copy)
 
     def _work(self, envelope: Envelope) -> None:
-        """Run ``envelope`` in this worker, then each task the worker is handed next.
+        """Execution.WORKER_LOOP: run ``envelope``, then each task this worker takes next.
 
-        For workers in this process. The worker that finishes a task takes the
-        next one from the waiting line itself, and marks it started in the same
-        turn of the lock: under a backlog no task passes through the executor's
-        queue, no worker sleeps between two tasks, and each task takes the lock
-        twice in the worker (every turn is a chance for workers to queue up
-        behind one that the interpreter switched out while it held the lock).
+        The worker that finishes a task takes the next one from the waiting
+        line itself, and marks it started in the same turn of the lock: under
+        a backlog no task passes through the executor's queue, and no worker
+        sleeps between two tasks.
         """
         worker_id = current_worker_id()
         current: Envelope | None = envelope
@@ -332,104 +358,57 @@ class Runtime:
                     outcome = run_task(current)
                 else:
                     outcome = run_started_task(current, worker_id, started_at)
-            except BaseException as exc:  # KeyboardInterrupt: run_task lets it by
-                self._finish(current, _failure(exc), was_in_flight=True)
+            except BaseException as exc:  # run_task never raises: a bug of ours
+                self._submit(self._finish(current, failed_outcome(exc))[0])
                 raise
-            current, started_at = self._finish_and_take(current, outcome, worker_id)
+            batch, taken = self._finish(current, outcome, worker_id)
+            self._submit(batch)
+            current, started_at = taken if taken is not None else (None, None)
 
-    def _on_work_done(self, envelope: Envelope, future: Future[None]) -> None:
-        """Fail ``envelope`` if the executor never ran ``_work`` for it."""
-        try:
-            future.result()
-            return
-        except BaseException as exc:  # the executor failed, not the task
-            error = exc
-        with self._lock:
-            # _work finishes every task it starts, even when it raises: one
-            # still READY never reached it.
-            never_ran = self._store.get(envelope.result_id).status == READY
-        if never_ran:
-            self._finish(envelope, self._executor_failure(error), was_in_flight=True)
-
-    def _on_done(self, envelope: Envelope, future: Future[Outcome]) -> None:
+    def _on_done(self, envelope: Envelope, future: Future[Outcome | None]) -> None:
+        """The one completion callback, for the futures of either execution."""
         try:
             outcome = future.result()
-        except BaseException as exc:  # the executor failed, not the task
-            outcome = self._executor_failure(exc)
-        self._finish(envelope, outcome, was_in_flight=True)
-
-    def _executor_failure(self, exc: BaseException) -> Outcome:
-        """The outcome of a task whose future the executor failed."""
-        if isinstance(exc, CancelledError) and self.config.tasks_ahead_per_worker:
-            # Handed ahead, then cancelled by _stop: it never started.
-            exc = NotStarted("The task backend closed before it started.")
-            with self._lock:
-                self._cancelled_ahead += 1
-        return _failure(exc)
+        except BaseException as exc:  # the executor failed the call, not the task
+            outcome = failed_outcome(exc)
+        # None: a worker loop, which finished its tasks itself. A worker loop
+        # that raised has finished its task too, so _finish ignores it; one
+        # the executor never ran leaves its task READY, and it fails here.
+        if outcome is not None:
+            self._submit(self._finish(envelope, outcome)[0])
 
     def _finish(
-        self, envelope: Envelope, outcome: Outcome, *, was_in_flight: bool
-    ) -> None:
-        """Apply the one final transition, then start what the freed worker can."""
-        result_id = envelope.result_id
-        with self._lock:
-            started, finished = self._record_outcome_locked(result_id, outcome)
-            batch = []
-            if was_in_flight:
-                self._in_flight -= 1
-                batch = self._take_startable_locked()
-        # The next task starts before this one's signals are sent.
-        self._submit(batch)
-        try:
-            self._send_end_signals(started, finished)
-        finally:
-            with self._lock:
-                self._settle_finished_locked(result_id, free_worker=False)
+        self, envelope: Envelope, outcome: Outcome, worker_id: str | None = None
+    ) -> tuple[list[Envelope], tuple[Envelope, datetime] | None]:
+        """The one finish path: the final transition, task_finished, the waiters woken.
 
-    def _finish_and_take(
-        self, envelope: Envelope, outcome: Outcome, worker_id: str
-    ) -> tuple[Envelope, datetime] | tuple[None, None]:
-        """``_finish`` for a worker in this process that goes on working.
-
-        Returns the task it runs next, already marked RUNNING (its
-        ``task_started`` sent), and its start time; or ``(None, None)``.
+        Frees the task's worker, and returns the tasks that can start now:
+        with ``worker_id`` (a worker in this process that goes on working),
+        the first is that worker's, already RUNNING, with its start time;
+        the rest are for the executor.
         """
         result_id = envelope.result_id
         with self._lock:
-            started, finished = self._record_outcome_locked(result_id, outcome)
+            result = self._store.get(result_id)
+            if result.is_finished:
+                return [], None
+            started = self._record_outcome_locked(result, outcome)
         try:
-            self._send_end_signals(started, finished)
+            if started is not None:
+                self._send(task_started, started)
+            self._send_finished(result, outcome)
         except BaseException:
-            with self._lock:
-                self._settle_finished_locked(result_id, free_worker=True)
+            # A receiver raised past send_robust (SystemExit): the task is
+            # still settled, and this worker goes no further.
+            self._submit(self._settle(result_id, None)[0])
             raise
-        with self._lock:
-            self._settle_finished_locked(result_id, free_worker=True)
-            batch = self._take_startable_locked()
-            if not batch:
-                return None, None
-            # One worker was freed: this worker runs the first task; any more
-            # (tasks handed ahead, if the backend asks for them) go to the
-            # executor.
-            taken, started_at = batch[0], timezone.now()
-            result = self._store.get(taken.result_id)
-            self._start_locked(result, worker_id, started_at)
-            running = snapshot(result)
-        self._submit(batch[1:])
-        self._send(task_started, running)
-        return taken, started_at
+        return self._settle(result_id, worker_id)
 
     def _record_outcome_locked(
-        self, result_id: str, outcome: Outcome
-    ) -> tuple[TaskResult[..., Any] | None, TaskResult[..., Any]]:
-        """Apply the final transition.
-
-        Returns a copy for task_started (if its start is applied only now),
-        and the stored result: final, it never changes again, so it is copied
-        for task_finished after the lock is let go (``_send_end_signals``).
-        """
+        self, result: TaskResult[..., Any], outcome: Outcome
+    ) -> TaskResult[..., Any] | None:
+        """Apply the final transition; a copy for task_started if the start is applied only now."""
         started = None
-        result = self._store.get(result_id)
         if (
             result.status == READY
             and outcome.worker_id is not None
@@ -453,56 +432,83 @@ class Runtime:
                 finished_at=outcome.finished_at,
                 errors=[*result.errors, outcome.error],
             )
-        self._finishing.add(result_id)
-        self._store.finished(result_id)
-        return started, result
+        self._finishing.add(result.id)
+        self._store.finished(result.id)
+        return started
 
-    def _send_end_signals(
-        self, started: TaskResult[..., Any] | None, finished: TaskResult[..., Any]
-    ) -> None:
-        if started is not None:
-            self._send(task_started, started)
-        self._send(task_finished, snapshot(finished))
+    def _send_finished(self, result: TaskResult[..., Any], outcome: Outcome) -> None:
+        """Send task_finished; for a failure, with the exception in hand.
+
+        As ImmediateBackend does, so that receivers that read
+        ``sys.exc_info()`` (Django's own log line, error trackers) see the
+        exception and its traceback.
+        """
+        # A final result never changes again: copied outside the lock.
+        copy = snapshot(result)
+        exception = outcome.exception_in_hand()
+        if exception is None:
+            self._send(task_finished, copy)
+            return
+        traceback = exception.__traceback__
+        try:
+            raise exception
+        except BaseException:
+            self._send(task_finished, copy)
+        finally:
+            exception.__traceback__ = traceback
+
+    def _settle(
+        self, result_id: str, worker_id: str | None
+    ) -> tuple[list[Envelope], tuple[Envelope, datetime] | None]:
+        """Wake the result's waiters, free its worker, take what can start now."""
+        with self._lock:
+            self._finishing.discard(result_id)
+            self._running.discard(result_id)
+            self._settle_locked(result_id)
+            batch = self._take_startable_locked()
+            if worker_id is None or not batch:
+                return batch, None
+            taken, started_at = batch.pop(0), timezone.now()
+            result = self._store.get(taken.result_id)
+            self._start_locked(result, worker_id, started_at)
+            running = snapshot(result)
+        self._send(task_started, running)
+        return batch, (taken, started_at)
 
     def _drop(self, envelopes: list[Envelope]) -> None:
-        """Fail tasks that no worker started because the backend closed."""
-        error = capture_error(NotStarted("The task backend closed before it started."))
+        """Fail tasks that no worker started, because the backend closed."""
         for envelope in envelopes:
-            outcome = Outcome(None, None, timezone.now(), error=error)
-            self._finish(envelope, outcome, was_in_flight=False)
+            outcome = failed_outcome(
+                NotStarted("The task backend closed before it started.")
+            )
+            self._submit(self._finish(envelope, outcome)[0])
 
     def _is_idle_locked(self) -> bool:
         return self._store.unfinished_count == 0 and not self._finishing
 
-    def _settle_finished_locked(self, result_id: str, *, free_worker: bool) -> None:
-        self._finishing.discard(result_id)
-        if free_worker:
-            self._in_flight -= 1
-        self._settle_locked(result_id)
-
     def _settle_locked(self, result_id: str) -> None:
-        if result_id in self._awaited or (
-            self._idle_waiters and self._is_idle_locked()
-        ):
-            self._settled.notify_all()
-        for callback in self._watchers.pop(result_id, []):
+        for callback in self._waiters.pop(result_id, ()):
             callback()
+        if self._idle_waiters and self._is_idle_locked():
+            for callback in self._idle_waiters:
+                callback()
+            self._idle_waiters.clear()
 
     # -- the waiting line --------------------------------------------------
 
     def _release(self, envelope: Envelope) -> None:
         task = envelope.task
-        batch: list[Envelope] = []
         with self._lock:
-            closed = self._closed
-            if not closed:
+            exiting = self._exiting
+            batch = []
+            if not exiting:
                 self._line.push(envelope, task.priority, task.run_after)
                 if task.run_after is not None:
                     self._ensure_timer_locked()
                 batch = self._take_startable_locked()
-        if closed:
-            # Its transaction committed after close(): it must still finish,
-            # or waiting for it (or for idle) would never end.
+        if exiting:
+            # Its transaction committed while the interpreter exits: it must
+            # still finish, or waiting for it (or for idle) would never end.
             logger.warning(
                 "Task backend %r is closed; task %s was dropped before it started.",
                 self.config.alias,
@@ -512,41 +518,53 @@ class Runtime:
         self._submit(batch)
 
     def _take_startable_locked(self) -> list[Envelope]:
-        """Take what free workers can start now (and tasks ahead), counting it as in flight."""
+        """Take what free workers can start now, highest priority first."""
         batch = []
-        limit = self.config.max_workers * (1 + self.config.tasks_ahead_per_worker)
-        while not self._closed and self._in_flight < limit:
+        while len(self._running) < self.config.max_workers:
             envelope = self._line.pop()
             if envelope is None:
                 break
-            self._in_flight += 1
+            self._running.add(envelope.result_id)
             batch.append(envelope)
         return batch
 
     def _submit(self, batch: list[Envelope]) -> None:
-        for envelope in batch:
+        """Hand each envelope to the executor; a failure fails that task alone."""
+        pending = list(batch)
+        while pending:
+            envelope = pending.pop(0)
             executor = None
             try:
-                with self._lock:
-                    if self._executor is None:
-                        if self._closed:
-                            raise BackendClosed("The task backend closed first.")
-                        self._executor = self.config.create_executor()
-                    executor = self._executor
-                if self.config.serializer.crosses_processes:
-                    outcome = executor.submit(run_task, envelope)
-                    outcome.add_done_callback(partial(self._on_done, envelope))
+                executor = self._current_executor()
+                future: Future[Any]
+                if self.config.execution is Execution.WORKER_LOOP:
+                    future = executor.submit(self._work, envelope)
                 else:
-                    work = executor.submit(self._work, envelope)
-                    work.add_done_callback(partial(self._on_work_done, envelope))
+                    future = executor.submit(run_task, envelope)
+                future.add_done_callback(partial(self._on_done, envelope))
             except BaseException as exc:
                 # The task fails, not the backend: a broken or shut-down
                 # executor (or one that could not be created) is replaced for
-                # the tasks after.
+                # the tasks after. What that frees is handed on in this loop,
+                # not by recursion, however many tasks fail this way.
                 with self._lock:
-                    if self._executor is executor:
+                    if executor is not None and self._executor is executor:
                         self._executor = None
-                self._finish(envelope, _failure(exc), was_in_flight=True)
+                pending += self._finish(envelope, failed_outcome(exc))[0]
+
+    def _current_executor(self) -> Executor:
+        """The executor, created on first use (or after close()) outside the lock."""
+        executor = self._executor
+        if executor is not None:
+            return executor
+        with self._executor_lock:
+            with self._lock:
+                executor = self._executor
+            if executor is None:
+                executor = self.config.create_executor()
+                with self._lock:
+                    self._executor = executor
+        return executor
 
     def _ensure_timer_locked(self) -> None:
         """One thread per runtime sleeps until the next run_after, however many."""
@@ -568,10 +586,10 @@ class Runtime:
                 # run_after still ahead, not a busy loop on one already past.
                 self._line.promote_due()
                 due = self._line.next_due()
-                while not self._closed and (due is None or due > time.time()):
+                while not self._exiting and (due is None or due > time.time()):
                     self._timer_wakeup.wait(None if due is None else due - time.time())
                     due = self._line.next_due()
-                if self._closed:
+                if self._exiting:
                     return
                 batch = self._take_startable_locked()
             self._submit(batch)
@@ -625,11 +643,6 @@ class Runtime:
         signal.send_robust(sender=self.config.sender, task_result=result)
 
 
-def _failure(exc: BaseException) -> Outcome:
-    """The outcome of a task that failed outside its own code."""
-    return Outcome(None, None, timezone.now(), error=capture_error(exc))
-
-
 # -- the registry: one runtime per backend alias and settings, per process --
 
 _registry: dict[Hashable, Runtime] = {}
@@ -643,7 +656,9 @@ def runtime_for(key: Hashable, config: Callable[[], RuntimeConfig]) -> Runtime:
             runtime = _registry.get(key)
             if runtime is None:
                 runtime = _registry[key] = Runtime(config())
-                _register_exit_hook()
+                if not _register_exit_hook():
+                    # Made while the interpreter exits: closed from the start.
+                    runtime._stop(exiting=True)
     return runtime
 
 
@@ -652,46 +667,38 @@ def all_runtimes() -> list[Runtime]:
         return list(_registry.values())
 
 
-@receiver(setting_changed)
-def _forget_closed_runtimes(*, setting: str, **kwargs: Any) -> None:
-    # close() is final for an alias and its settings in this process; but when
-    # TASKS changes (override_settings in tests), a backend built afresh from
-    # settings that were closed before starts with a fresh runtime.
-    if setting == "TASKS":
-        with _registry_lock:
-            for key, runtime in list(_registry.items()):
-                if runtime.closed:
-                    del _registry[key]
-
-
 def _close_at_exit() -> None:
-    """Close every runtime: drop the waiting tasks, give running ones SHUTDOWN_TIMEOUT.
+    """Close every runtime for good: drop the waiting tasks, give running ones SHUTDOWN_TIMEOUT.
 
-    All stop taking tasks first, then all wait at once, so two backends
-    take as long as the slower one, not the sum.
+    All stop first, then all wait at once, so two backends take as long as
+    the slower one, not the sum.
     """
+    global _exited
+    _exited = True
     stopped = []
+    start = time.monotonic()
     for runtime in all_runtimes():
         # One backend's failure (a custom executor's shutdown raising) must
         # not keep the others from closing, nor stop the exit.
         try:
-            if runtime._stop():
-                stopped.append(runtime)
+            stopped.append((runtime, runtime._stop(exiting=True)))
         except Exception:
             logger.exception("Closing task backend %r failed.", runtime.config.alias)
-    start = time.monotonic()
-    for runtime in stopped:
-        remaining = start + runtime.config.shutdown_timeout - time.monotonic()
+    for runtime, (running, executor) in stopped:
+        deadline = start + runtime.config.shutdown_timeout
         try:
-            runtime._wait_for_running(max(0.0, remaining))
+            runtime._wind_down(running, executor, deadline)
         except Exception:
             logger.exception("Closing task backend %r failed.", runtime.config.alias)
 
 
 _exit_hook_registered = False
+# The exit hook has run: a runtime made after it is closed from the start.
+_exited = False
 
 
-def _register_exit_hook() -> None:
+def _register_exit_hook() -> bool:
+    """Make sure the exit hook will run; False if it has run, or never will."""
     # threading._register_atexit (what concurrent.futures itself uses), not
     # atexit: its hooks run as soon as the main thread ends, before the
     # interpreter joins non-daemon threads and before every atexit hook, so
@@ -702,12 +709,13 @@ def _register_exit_hook() -> None:
     # terminates; nothing joins them, so a hung task cannot hang the exit.
     global _exit_hook_registered
     if _exit_hook_registered:
-        return
+        return not _exited
     try:
         threading._register_atexit(_close_at_exit)  # type: ignore[attr-defined]
     except RuntimeError:
-        return  # the interpreter is already shutting down
+        return False  # the interpreter is already shutting down
     _exit_hook_registered = True
+    return True
 
 
 def _forget_inherited_runtimes() -> None:

@@ -1,10 +1,10 @@
 """Serialization policies: how a task and its arguments reach the worker.
 
-A backend names one policy. ``InProcessSerializer`` is for executors that run
-in this process (threads): nothing is copied across a boundary and the worker
-reports the task's start by a direct call. ``PickleSerializer`` is for
-executors in other processes: the task travels by its import path and the
-arguments must survive pickling, which is checked at ``enqueue()``.
+A backend names one policy. ``CopySerializer`` is for workers in this process
+(threads): the envelope carries the task itself and copies of its arguments,
+and the worker reports the task's start by a direct call. ``PickleSerializer``
+is for workers in other processes: the task travels by its import path and
+the arguments must survive pickling, which is checked at ``enqueue()``.
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ from typing import Any, Protocol
 
 from django.tasks import Task, TaskResult
 
+from .exceptions import InvalidTaskArguments
+from .results import copy_json
 from .runner import Envelope, StartReporter, TaskReference
-from .store import copy_json
 
 
 class Serializer(Protocol):
     """A serialization policy, as the core uses it."""
-
-    #: Whether workers run in other processes (and so need the tasks' modules
-    #: importable, and Django set up, on their side).
-    crosses_processes: bool
 
     def envelope(
         self, result: TaskResult[..., Any], report_started: StartReporter
@@ -32,10 +29,8 @@ class Serializer(Protocol):
         ...
 
 
-class InProcessSerializer:
-    """For workers that share this process: the envelope carries the task itself."""
-
-    crosses_processes = False
+class CopySerializer:
+    """For workers in this process: the task itself, and its own copy of the arguments."""
 
     def envelope(
         self, result: TaskResult[..., Any], report_started: StartReporter
@@ -55,8 +50,6 @@ class InProcessSerializer:
 class PickleSerializer:
     """For workers in other processes: everything in the envelope must pickle."""
 
-    crosses_processes = True
-
     def envelope(
         self, result: TaskResult[..., Any], report_started: StartReporter
     ) -> Envelope:
@@ -70,11 +63,11 @@ class PickleSerializer:
         )
 
     def check_picklable(self, envelope: Envelope, task: Task[..., Any]) -> bytes:
-        """The pickled envelope; ValueError if it does not pickle."""
+        """The pickled envelope; InvalidTaskArguments if it does not pickle."""
         try:
             return pickle.dumps(envelope, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            raise ValueError(
+            raise InvalidTaskArguments(
                 f"The arguments of task {task.module_path!r} cannot be sent to a "
                 f"worker process: they must be picklable ({type(exc).__name__}: {exc})."
             ) from exc

@@ -9,6 +9,8 @@ from typing import Any
 
 from django.tasks import TaskResult, TaskResultStatus
 
+from .exceptions import InvalidTransition
+
 READY = TaskResultStatus.READY
 RUNNING = TaskResultStatus.RUNNING
 SUCCESSFUL = TaskResultStatus.SUCCESSFUL
@@ -22,10 +24,6 @@ ALLOWED_TRANSITIONS: dict[TaskResultStatus, frozenset[TaskResultStatus]] = {
     SUCCESSFUL: frozenset(),
     FAILED: frozenset(),
 }
-
-
-class InvalidTransition(RuntimeError):
-    """A state change that the state machine does not allow."""
 
 
 def transition(

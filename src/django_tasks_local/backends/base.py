@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any, ClassVar, ParamSpec, TypeVar, cast
 
@@ -13,7 +13,6 @@ from django.db import DEFAULT_DB_ALIAS
 from django.tasks import Task, TaskResult
 from django.tasks.backends.base import BaseTaskBackend
 
-from .. import pool
 from ..options import (
     Option,
     boolean_or_database,
@@ -21,11 +20,25 @@ from ..options import (
     parse_options,
     positive_int,
 )
-from ..runtime import Runtime, RuntimeConfig, runtime_for
-from ..serialization import InProcessSerializer, Serializer
+from ..runtime import Execution, Runtime, RuntimeConfig, runtime_for
+from ..serialization import CopySerializer, Serializer
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: Enqueues in a process whose tasks belong to another process (a worker
+#: process of ProcessPoolBackend) go through this instead of the runtime.
+EnqueueForwarder = Callable[
+    ["ExecutorBackend", "Task[..., Any]", list[Any], dict[str, Any]],
+    "TaskResult[..., Any]",
+]
+_forward_enqueue: EnqueueForwarder | None = None
+
+
+def forward_enqueues(forwarder: EnqueueForwarder | None) -> None:
+    """Have every enqueue in this process go through ``forwarder``, on every alias."""
+    global _forward_enqueue
+    _forward_enqueue = forwarder
 
 
 class ExecutorBackend(BaseTaskBackend):
@@ -45,16 +58,14 @@ class ExecutorBackend(BaseTaskBackend):
     # When every worker is busy, waiting tasks start highest priority first.
     supports_priority = True
 
-    #: How many tasks per worker the executor is handed beyond those it can
-    #: start, when tasks are waiting, so that a worker finds its next task
-    #: already there. They start in the order handed: a task enqueued later
-    #: with a higher priority may start after up to this many per worker.
-    #: 0 keeps priority exact. Above 0, the executor's shutdown() must take
-    #: cancel_futures: closing cancels the tasks ahead, which fail NotStarted.
-    tasks_ahead_per_worker: ClassVar[int] = 0
+    #: How tasks reach the workers: the task itself and copies of its
+    #: arguments, for an executor in this process.
+    serializer: ClassVar[Serializer] = CopySerializer()
 
-    #: How tasks reach the workers. Thread executors share this process.
-    serializer: ClassVar[Serializer] = InProcessSerializer()
+    #: How the runtime hands tasks to the executor: one ``run_task`` call per
+    #: task works with any executor; ``Execution.WORKER_LOOP`` is faster, for
+    #: executors whose workers run in this process.
+    execution: ClassVar[Execution] = Execution.CALL_PER_TASK
 
     #: The MAX_WORKERS used when OPTIONS do not set it.
     default_max_workers: ClassVar[int] = os.cpu_count() or 1
@@ -88,8 +99,8 @@ class ExecutorBackend(BaseTaskBackend):
             default=5.0,
             validate=non_negative_number,
             help=(
-                "Seconds that running tasks get to finish when the interpreter "
-                "exits; tasks not started by then are dropped."
+                "Seconds that running tasks get to finish at close() and when "
+                "the interpreter exits; tasks not started are dropped."
             ),
         ),
     }
@@ -128,24 +139,35 @@ class ExecutorBackend(BaseTaskBackend):
             sender=type(self),
             create_executor=self.create_executor,
             serializer=self.serializer,
+            execution=self.execution,
             max_workers=self.settings["MAX_WORKERS"],
             max_results=self.settings["MAX_RESULTS"],
-            enqueue_on_commit=_commit_alias(self.settings["ENQUEUE_ON_COMMIT"]),
+            enqueue_on_commit=self.commit_database,
             shutdown_timeout=self.settings["SHUTDOWN_TIMEOUT"],
-            tasks_ahead_per_worker=self.tasks_ahead_per_worker,
         )
 
+    @property
+    def commit_database(self) -> str | None:
+        """The database whose transaction an enqueue waits for (None: none)."""
+        enqueue_on_commit = self.settings["ENQUEUE_ON_COMMIT"]
+        if enqueue_on_commit is True:
+            return DEFAULT_DB_ALIAS
+        if enqueue_on_commit is False:
+            return None
+        return cast(str, enqueue_on_commit)
+
     def enqueue(
-        self, task: Task[P, R], args: list[Any], kwargs: dict[str, Any]
+        self,
+        task: Task[P, R],
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
     ) -> TaskResult[P, R]:
+        """Enqueue ``task``; ``args`` and ``kwargs`` may be left out, as in django-tasks-local 2.0."""
         self.validate_task(task)
-        if pool.in_worker_process():
-            # A task enqueuing a task: the web process's backend runs and keeps it.
-            using = _commit_alias(self.settings["ENQUEUE_ON_COMMIT"])
-            forwarded = pool.enqueue_in_parent(
-                self.alias, task, args, kwargs, on_commit_of=using
-            )
-            return cast("TaskResult[P, R]", forwarded)
+        args = [] if args is None else args
+        kwargs = {} if kwargs is None else kwargs
+        if _forward_enqueue is not None:
+            return cast("TaskResult[P, R]", _forward_enqueue(self, task, args, kwargs))
         return cast("TaskResult[P, R]", self.runtime.enqueue(task, args, kwargs))
 
     def get_result(self, result_id: str) -> TaskResult[..., Any]:
@@ -170,20 +192,13 @@ class ExecutorBackend(BaseTaskBackend):
         self.runtime.wait_until_idle(timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop this alias's workers: see ``Runtime.close``. Idempotent."""
+        """Drop the waiting tasks; give running ones ``timeout`` seconds
+        (default SHUTDOWN_TIMEOUT); stop the workers. The next enqueue starts
+        fresh ones."""
         self.runtime.close(timeout)
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         return [*super().check(**kwargs), *self._option_errors]
-
-
-def _commit_alias(enqueue_on_commit: bool | str) -> str | None:
-    """The database whose transaction an enqueue waits for (None: none)."""
-    if enqueue_on_commit is True:
-        return DEFAULT_DB_ALIAS
-    if enqueue_on_commit is False:
-        return None
-    return enqueue_on_commit
 
 
 def _freeze(value: Any) -> Hashable:

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from django.core import checks
 
+from ..executors.processes import ProcessPool
 from ..options import (
     Option,
     combination_error,
@@ -15,8 +16,9 @@ from ..options import (
     optional_positive_int,
     optional_positive_number,
 )
-from ..pool import ProcessPool
+from ..runtime import Execution
 from ..serialization import PickleSerializer, Serializer
+from . import worker_process
 from .base import ExecutorBackend
 
 
@@ -24,10 +26,7 @@ class ProcessPoolBackend(ExecutorBackend):
     """For CPU-bound tasks: each worker is a process with its own interpreter."""
 
     serializer: ClassVar[Serializer] = PickleSerializer()
-    # As ProcessPoolExecutor's one extra call per worker: the pool sends a
-    # worker its next task as soon as it reads the end of the last one,
-    # before the runtime's bookkeeping and signals for that end.
-    tasks_ahead_per_worker: ClassVar[int] = 1
+    execution: ClassVar[Execution] = Execution.CALL_PER_TASK
 
     declared_options: ClassVar[dict[str, Option]] = {
         **ExecutorBackend.declared_options,
@@ -68,7 +67,9 @@ class ProcessPoolBackend(ExecutorBackend):
         return ProcessPool(
             self.settings["MAX_WORKERS"],
             mp_context=self.settings["MP_CONTEXT"],
+            initializer=worker_process.set_up,
             on_started=self.runtime.mark_started,
+            handle_request=worker_process.answer,
             timeout=self.settings["TIMEOUT"],
             max_tasks_per_child=self.settings["MAX_TASKS_PER_CHILD"],
         )

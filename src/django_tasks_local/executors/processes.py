@@ -4,26 +4,29 @@
 queued to a pipe, and one crashed child breaks the whole pool. Here each child
 has its own pipe, so the parent knows which child runs which call:
 
-* a child sets Django up (``django.setup()``, or in a forked child: letting go
-  of the parent's database connections) before it takes its first call;
-* a child reports the true start of each task (through ``on_started``);
+* a child runs ``initializer(*initargs)`` before it takes its first call;
+* a call may report the true start of its work (``report_started()`` in the
+  child, ``on_started`` in the parent): its timeout counts from then, and a
+  child that dies before then is not the call's fault;
 * a child that dies fails only the call it had started (``WorkerCrashed``); a
   call it had not started goes to another child, once;
 * a call running past ``timeout`` seconds has its child killed (``TaskTimedOut``);
 * a child is replaced after ``max_tasks_per_child`` calls;
-* a task that enqueues a task from a child has the parent's backend run it.
+* a running call can ask its parent something (``ask_parent()`` in the child,
+  answered by ``handle_request`` in the parent).
 
-A child gets its next waiting call as soon as the supervisor reads the end of
-its last one, before that call's future is resolved (its callbacks, the
-runtime's bookkeeping and signals, take longer than a short task). Calls wait
-in the parent, not in a child's pipe: the first child free takes the next,
-and a child that dies can only have started the one call it was sent.
+The pool knows nothing of what it runs. Calls wait in the parent, not in a
+child's pipe: the first child free takes the next, and a child that dies can
+only have started the one call it was sent. A child gets its next waiting call
+as soon as the supervisor reads the end of its last one, before that call's
+future is resolved.
 
 Threads. ``submit`` and ``shutdown`` only touch the waiting calls and the
 flags, under the lock, then wake the supervisor. The supervisor thread alone
 starts, feeds, reads and reaps the children, so a child's state is never
-shared between threads; and since it reads every pipe, a task's start is
-always handled before its end. Futures are resolved with no lock held.
+shared between threads; and since it reads every pipe, a call's start is
+always handled before its end. Futures are resolved, and ``on_started`` and
+``handle_request`` called, in the supervisor thread with no lock held.
 
 Protocol. One duplex pipe per child; every message is a pickled tuple whose
 first item names it.
@@ -32,19 +35,20 @@ Parent to child:
 
 * ``("call", fn, args, kwargs)``: run ``fn(*args, **kwargs)``. Sent only to a
   ready child with no call.
-* ``("enqueued", enqueued_at, error)``: the answer to ``"enqueue"``; ``error``
-  is None or the exception the parent's backend raised.
+* ``("reply", ok, value)``: the answer to ``"request"``: ``handle_request``
+  returned ``value`` (``ok``), or raised the exception ``value``.
 * ``("stop",)``: exit. Sent only to a child with no call.
 
 Child to parent:
 
-* ``("ready",)``: Django is set up; the child takes calls.
-* ``("failed", traceback)``: setting up failed; the child exits.
-* ``("started", info)``: a task body starts; ``info`` are the ``on_started`` arguments.
+* ``("ready",)``: the initializer ran; the child takes calls.
+* ``("failed", traceback)``: the initializer failed; the child exits.
+* ``("started", info)``: the call reported its start; ``info`` are the
+  ``on_started`` arguments.
 * ``("done", ok, value)``: the call returned ``value`` (``ok``), or failed and
   ``value`` is the formatted traceback.
-* ``("enqueue", alias, envelope)``: the running task enqueued a task on the
-  backend ``alias``; the child waits for ``"enqueued"``.
+* ``("request", payload)``: the running call asks its parent; the child waits
+  for ``"reply"``.
 """
 
 from __future__ import annotations
@@ -61,7 +65,6 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
@@ -69,34 +72,10 @@ from traceback import format_exception
 from typing import Any
 
 from django.db import close_old_connections
-from django.tasks import Task, TaskResult
-from django.utils import timezone
 
-from . import runner
-from .result_ids import new_result_id
-from .runner import Envelope, TaskReference
-from .runtime import open_transaction
-from .serialization import PickleSerializer
-from .store import ready_result
+from ..exceptions import TaskTimedOut, WorkerCrashed, WorkerError
 
 logger = logging.getLogger("django_tasks_local")
-
-# Connections inherited through fork belong to the parent: a child must never
-# close them (closing sends the server a goodbye on the parent's socket), and
-# must not let them be garbage-collected either, which closes them too.
-_inherited_connections: list[Any] = []
-
-
-class WorkerCrashed(Exception):
-    """The worker process running the task died."""
-
-
-class TaskTimedOut(Exception):
-    """The task ran past the backend's TIMEOUT, so its worker process was killed."""
-
-
-class WorkerError(Exception):
-    """A worker process could not run a call, start, or send back its result."""
 
 
 @dataclass(eq=False)
@@ -106,7 +85,7 @@ class _Call:
     message: bytes
     # The future is marked running (set_running_or_notify_cancel succeeded).
     claimed: bool = False
-    # The child reported that the task body started.
+    # The call reported its start (in a pool without on_started: was sent).
     started: bool = False
     # Times it was handed on after its child died before starting it.
     retries: int = 0
@@ -138,10 +117,20 @@ class ProcessPool(Executor):
         max_workers: int,
         *,
         mp_context: str | None = None,
-        on_started: runner.StartReporter | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        on_started: Callable[..., object] | None = None,
+        handle_request: Callable[[Any], Any] | None = None,
         timeout: float | None = None,
         max_tasks_per_child: int | None = None,
     ) -> None:
+        """``on_started``: calls report their start (``report_started()`` in the
+        child) and the parent hears of it here. Without it, a call counts as
+        started when it is sent.
+
+        ``handle_request(payload)`` answers what a running call asks with
+        ``ask_parent(payload)``; what it returns or raises reaches the child.
+        """
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers!r}.")
         context = multiprocessing.get_context(mp_context)
@@ -151,7 +140,10 @@ class ProcessPool(Executor):
             )
         self._context = context
         self._max_workers = max_workers
+        self._initializer = initializer
+        self._initargs = initargs
         self._on_started = on_started
+        self._handle_request = handle_request
         self._timeout = timeout
         self._max_tasks_per_child = max_tasks_per_child
         # Guards the five attributes below; the supervisor owns everything else.
@@ -258,9 +250,9 @@ class ProcessPool(Executor):
                 if finished and not self._children:
                     return
                 self._wait_for_events()
-                # Signal receivers and forwarded enqueues ran in this thread:
-                # drop their connections past CONN_MAX_AGE, as Django does
-                # after a request (and so a forked child inherits fewer).
+                # Futures' callbacks and request handlers ran in this thread:
+                # drop their database connections past CONN_MAX_AGE, as Django
+                # does after a request (and so a forked child inherits fewer).
                 close_old_connections()
         except BaseException as exc:
             logger.exception(
@@ -308,6 +300,8 @@ class ProcessPool(Executor):
         with self._lock:
             self._busy += 1
         child.call = call
+        if self._on_started is None:
+            self._start(child)
         # If the child is gone, its sentinel says so, and _reap hands the
         # call, which did not start, to another child.
         with suppress(OSError):
@@ -324,7 +318,7 @@ class ProcessPool(Executor):
         # Every concrete context has Process; BaseContext's stub does not say so.
         process: BaseProcess = self._context.Process(  # type: ignore[attr-defined]
             target=_child_main,
-            args=(child_conn, inherited),
+            args=(child_conn, inherited, self._initializer, self._initargs),
             name="django-tasks-local-worker",
             daemon=True,
         )
@@ -389,21 +383,25 @@ class ProcessPool(Executor):
         elif kind == "failed":
             child.setup_error = message[1]
         elif kind == "started":
-            if child.call is not None:
-                child.call.started = True
-            if self._timeout is not None:
-                child.deadline = time.monotonic() + self._timeout
+            self._start(child)
             if self._on_started is not None:
                 try:
                     self._on_started(*message[1])
                 except Exception:
-                    logger.exception("Reporting a task's start failed.")
+                    logger.exception("Reporting a call's start failed.")
         elif kind == "done":
             self._handle_done(child, ok=message[1], value=message[2])
-        elif kind == "enqueue":
-            self._answer(child, _enqueue_in_this_process(*message[1:]))
+        elif kind == "request":
+            self._answer(child, message[1])
         else:
             logger.error("A worker process sent an unknown message %r.", kind)
+
+    def _start(self, child: _Child) -> None:
+        """The child's call has started: a death is its own, its timeout runs."""
+        if child.call is not None:
+            child.call.started = True
+        if self._timeout is not None:
+            child.deadline = time.monotonic() + self._timeout
 
     def _handle_done(self, child: _Child, ok: bool, value: Any) -> None:
         call = self._free(child)
@@ -432,16 +430,23 @@ class ProcessPool(Executor):
                 self._busy -= 1
         return call
 
-    def _answer(self, child: _Child, reply: tuple[Any, ...]) -> None:
+    def _answer(self, child: _Child, payload: Any) -> None:
+        """Answer a child's request with what ``handle_request`` returns or raises."""
+        reply: tuple[Any, ...]
+        try:
+            if self._handle_request is None:
+                raise WorkerError("This process pool answers no requests.")
+            reply = ("reply", True, self._handle_request(payload))
+        except Exception as exc:
+            reply = ("reply", False, exc)
         try:
             child.conn.send(reply)
         except OSError:
             pass  # the child is gone
-        except Exception as exc:  # the error in the reply cannot be pickled
+        except Exception as exc:  # the answer cannot be pickled
+            error = WorkerError(f"The answer cannot be sent: {reply[2]!r} ({exc!r})")
             with suppress(OSError):
-                child.conn.send(
-                    ("enqueued", None, WorkerError(f"{reply[2]!r} ({exc!r})"))
-                )
+                child.conn.send(("reply", False, error))
 
     def _reap(self, child: _Child) -> None:
         """The child has ended: settle its call and forget it."""
@@ -462,19 +467,19 @@ class ProcessPool(Executor):
             return
         if child.timed_out:
             error: Exception = TaskTimedOut(
-                f"The task ran longer than its timeout of {self._timeout}s; its "
+                f"The call ran longer than its timeout of {self._timeout}s; its "
                 f"worker process (pid {child.process.pid}) was killed."
             )
         elif not call.started and call.retries < 1 and not child.stopping:
-            # It died before the task started (not killed by terminate()):
-            # not the task's fault, so it gets another child, once.
+            # It died before the call started (not killed by terminate()):
+            # not the call's fault, so it gets another child, once.
             call.retries += 1
             with self._lock:
                 self._waiting.appendleft(call)
             return
         else:
             error = WorkerCrashed(
-                f"The worker process (pid {child.process.pid}) running the task "
+                f"The worker process (pid {child.process.pid}) running the call "
                 f"{_describe_exit(child.process.exitcode)}."
             )
         call.future.set_exception(error)
@@ -537,35 +542,11 @@ def _describe_exit(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
-def _enqueue_in_this_process(alias: str, envelope: Envelope) -> tuple[Any, ...]:
-    """Run a task that a child's task enqueued on this process's backend ``alias``."""
-    from django.tasks import task_backends
-
-    from .backends.base import ExecutorBackend
-
-    try:
-        backend = task_backends[alias]
-        if not isinstance(backend, ExecutorBackend):
-            raise TypeError(
-                f"Task backend {alias!r} is not a django-tasks-local backend here."
-            )
-        task = envelope.task
-        if isinstance(task, TaskReference):
-            task = task.resolve()
-        backend.validate_task(task)
-        result = backend.runtime.enqueue(
-            task, envelope.args, envelope.kwargs, result_id=envelope.result_id
-        )
-    except Exception as exc:
-        return ("enqueued", None, exc)
-    return ("enqueued", result.enqueued_at, None)
-
-
 # -- inside the child ------------------------------------------------------
 
 
 class _ParentChannel:
-    """The child's end of its pipe: the task loop and enqueuing tasks share it."""
+    """The child's end of its pipe: the call loop and the running call share it."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -576,7 +557,7 @@ class _ParentChannel:
             self.conn.send(message)
 
     def ask(self, message: tuple[Any, ...]) -> Any:
-        # Only the answer can arrive while a task runs: the parent sends a
+        # Only the reply can arrive while a call runs: the parent sends a
         # call or "stop" to a child with no call.
         with self._lock:
             self.conn.send(message)
@@ -592,52 +573,32 @@ def in_worker_process() -> bool:
     return _parent is not None
 
 
-def enqueue_in_parent(
-    alias: str,
-    task: Task[..., Any],
-    args: list[Any],
-    kwargs: dict[str, Any],
-    *,
-    on_commit_of: str | None,
-) -> TaskResult[..., Any]:
-    """Enqueue from a worker process: the parent's backend ``alias`` runs and stores the task.
-
-    Inside ``transaction.atomic()`` on the database ``on_commit_of``, the task
-    reaches the parent when the transaction commits, and never if it rolls back.
-    """
-    envelope = Envelope(
-        new_result_id(),
-        TaskReference.from_task(task),
-        args,
-        kwargs,
-        timezone.now(),
-    )
-    # Raises ValueError, as an enqueue in the parent would, for arguments
-    # that cannot be pickled.
-    PickleSerializer().check_picklable(envelope, task)
-    connection = open_transaction(on_commit_of)
-    if connection is not None:
-        connection.on_commit(lambda: _send_enqueue(alias, envelope))
-        enqueued_at = envelope.enqueued_at
-    else:
-        enqueued_at = _send_enqueue(alias, envelope)
-    return ready_result(task, envelope.result_id, alias, args, kwargs, enqueued_at)
+def report_started(*info: Any) -> None:
+    """In a worker: the running call's work starts now (the parent's ``on_started(*info)``)."""
+    if _parent is None:
+        raise RuntimeError("report_started() is for a ProcessPool worker process.")
+    _parent.send(("started", info))
 
 
-def _send_enqueue(alias: str, envelope: Envelope) -> datetime:
-    assert _parent is not None, "only a worker process forwards enqueues"
+def ask_parent(payload: Any) -> Any:
+    """In a worker: what the parent's ``handle_request(payload)`` returns, or raises."""
+    if _parent is None:
+        raise RuntimeError("ask_parent() is for a ProcessPool worker process.")
     try:
-        _, enqueued_at, error = _parent.ask(("enqueue", alias, envelope))
+        _, ok, value = _parent.ask(("request", payload))
     except (EOFError, OSError) as exc:
-        raise WorkerError(
-            "The worker process lost its parent; the task was not enqueued."
-        ) from exc
-    if error is not None:
-        raise error
-    return enqueued_at  # type: ignore[no-any-return]
+        raise WorkerError("The worker process lost its parent.") from exc
+    if not ok:
+        raise value
+    return value
 
 
-def _child_main(conn: Connection, inherited: list[Connection]) -> None:
+def _child_main(
+    conn: Connection,
+    inherited: list[Connection],
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> None:
     global _parent
     # Ctrl-C in a terminal reaches the whole process group: let the parent
     # decide what happens to its workers.
@@ -647,11 +608,11 @@ def _child_main(conn: Connection, inherited: list[Connection]) -> None:
         other.close()
     _parent = channel = _ParentChannel(conn)
     try:
-        _prepare_django()
+        if initializer is not None:
+            initializer(*initargs)
     except BaseException as exc:
         channel.send(("failed", "".join(format_exception(exc))))
         raise
-    runner.set_process_start_reporter(lambda *info: channel.send(("started", info)))
     channel.send(("ready",))
     while True:
         try:
@@ -675,11 +636,11 @@ def _child_main(conn: Connection, inherited: list[Connection]) -> None:
 
 
 def _exit_with_parent() -> None:
-    """Leave as soon as the parent dies, even in the middle of a task.
+    """Leave as soon as the parent dies, even in the middle of a call.
 
     No one is left to take the result, and a parent killed outright (SIGKILL,
     as runserver's autoreloader does to its child) runs no exit hook: without
-    this, a hung task would keep its orphaned worker alive forever.
+    this, a hung call would keep its orphaned worker alive forever.
     """
     parent = multiprocessing.parent_process()
     if parent is None:
@@ -692,18 +653,3 @@ def _exit_with_parent() -> None:
     threading.Thread(
         target=watch, name="django-tasks-local-parent-watch", daemon=True
     ).start()
-
-
-def _prepare_django() -> None:
-    """Set Django up in a new child; in a forked one, let go of the parent's connections."""
-    import django
-    from django.apps import apps
-    from django.db import connections
-
-    if not apps.ready:
-        django.setup()
-        return
-    _inherited_connections.extend(connections.all(initialized_only=True))
-    from asgiref.local import Local
-
-    connections._connections = Local(connections.thread_critical)  # type: ignore[attr-defined]

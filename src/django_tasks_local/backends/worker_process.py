@@ -1,0 +1,102 @@
+"""What ProcessPoolBackend adds to the process pool: Django in each worker, and tasks that enqueue tasks.
+
+In a worker process, ``set_up`` (the pool's initializer) sets Django up, has
+each task report its start to the parent, and forwards every enqueue to the
+parent. In the web process, ``answer`` (the pool's request handler) enqueues a
+forwarded task on that process's backend, which runs it and keeps its result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.tasks import Task, TaskResult
+from django.utils import timezone
+
+from .. import runner
+from ..executors import processes
+from ..result_ids import new_result_id
+from ..results import ready_result
+from ..runner import Envelope, TaskReference
+from ..runtime import open_transaction
+from ..serialization import PickleSerializer
+from . import base
+
+# Connections inherited through fork belong to the parent: a child must never
+# close them (closing sends the server a goodbye on the parent's socket), and
+# must not let them be garbage-collected either, which closes them too.
+_inherited_connections: list[Any] = []
+
+
+def set_up() -> None:
+    """In a new worker process: Django, start reports, enqueues to the parent."""
+    _prepare_django()
+    runner.set_process_start_reporter(processes.report_started)
+    base.forward_enqueues(_enqueue_in_parent)
+
+
+def answer(request: tuple[Any, ...]) -> Any:
+    """In the web process: run a task that a worker's task enqueued on ``alias``."""
+    _, alias, envelope = request
+    from django.tasks import task_backends
+
+    backend = task_backends[alias]
+    if not isinstance(backend, base.ExecutorBackend):
+        raise TypeError(
+            f"Task backend {alias!r} is not a django-tasks-local backend here."
+        )
+    task = envelope.task
+    if isinstance(task, TaskReference):
+        task = task.resolve()
+    backend.validate_task(task)
+    result = backend.runtime.enqueue(
+        task, envelope.args, envelope.kwargs, result_id=envelope.result_id
+    )
+    return result.enqueued_at
+
+
+def _enqueue_in_parent(
+    backend: base.ExecutorBackend,
+    task: Task[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+) -> TaskResult[..., Any]:
+    """Enqueue from a worker process: the parent's backend runs and stores the task.
+
+    Inside ``transaction.atomic()`` on the backend's commit database, the task
+    reaches the parent when the transaction commits, and never if it rolls back.
+    """
+    result_id = new_result_id()
+    # Checked here, before any commit hook: a bad argument raises in the task
+    # that enqueued it, as it would in the parent.
+    ready = ready_result(task, result_id, backend.alias, args, kwargs, timezone.now())
+    envelope = Envelope(
+        result_id,
+        TaskReference.from_task(task),
+        ready.args,
+        ready.kwargs,
+        ready.enqueued_at,
+    )
+    PickleSerializer().check_picklable(envelope, task)
+    request = ("enqueue", backend.alias, envelope)
+    connection = open_transaction(backend.commit_database)
+    if connection is not None:
+        connection.on_commit(lambda: processes.ask_parent(request))
+        return ready
+    enqueued_at = processes.ask_parent(request)
+    return ready_result(task, result_id, backend.alias, args, kwargs, enqueued_at)
+
+
+def _prepare_django() -> None:
+    """Set Django up in a new child; in a forked one, let go of the parent's connections."""
+    import django
+    from django.apps import apps
+    from django.db import connections
+
+    if not apps.ready:
+        django.setup()
+        return
+    _inherited_connections.extend(connections.all(initialized_only=True))
+    from asgiref.local import Local
+
+    connections._connections = Local(connections.thread_critical)  # type: ignore[attr-defined]

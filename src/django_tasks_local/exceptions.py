@@ -1,0 +1,38 @@
+"""Every exception the package raises, or records on a task result.
+
+A leaf: it imports nothing, so the executors may raise these too.
+"""
+
+from __future__ import annotations
+
+
+class BackendClosed(RuntimeError):
+    """The interpreter is exiting: the backend takes no more tasks."""
+
+
+class NotStarted(Exception):
+    """Recorded on a task that was dropped before any worker started it."""
+
+
+class WorkerCrashed(Exception):
+    """The worker process running the task died."""
+
+
+class TaskTimedOut(Exception):
+    """The task ran past the backend's TIMEOUT, so its worker process was killed."""
+
+
+class WorkerError(Exception):
+    """A worker process could not start, run a call, or send back its result."""
+
+
+class InvalidTransition(RuntimeError):
+    """A state change that the state machine does not allow."""
+
+
+class InvalidTaskArguments(TypeError, ValueError):
+    """A task's arguments are not JSON values, or cannot reach a worker process.
+
+    A TypeError, as Django's own JSON check raises, and a ValueError, as
+    django-tasks-local 2.0 documents: either ``except`` catches it.
+    """
