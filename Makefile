@@ -6,6 +6,7 @@ VENV       := .venv
 VENV60     := .venv-django60
 PORT       ?= 8000
 PYTEST_ARGS ?=
+DJANGO_TESTS_ARGS ?=
 
 # Django series installed in each virtualenv.
 DJANGO_LATEST := Django>=6.1,<6.2
@@ -14,7 +15,7 @@ DJANGO_60     := Django>=6.0,<6.1
 .DEFAULT_GOAL := help
 
 .PHONY: help install services test test-fast lint format typecheck example \
-        bench bench-quick docs clean distclean
+        django-tests bench bench-quick docs clean distclean
 
 help: ## Show this list of targets
 	@echo "Usage: make <target>"
@@ -94,6 +95,12 @@ example: $(VENV)/.installed ## Set up and serve the example project (PORT=8000, 
 	echo ">> serving the example project on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"; \
 	$(VENV)/bin/python examples/demo/manage.py runserver 127.0.0.1:$(PORT)
 
+# Not part of `make test` or CI: some of Django's tests fail by design on our
+# backends (docs/django-test-suite.md). Needs PyPI, for Django's sdist, the
+# first time per Django version; it is kept in .django-suite/.
+django-tests: $(VENV)/.installed ## Run Django's tests/tasks/ suite on both backends (DJANGO_TESTS_ARGS=--strict ...)
+	scripts/run-django-task-tests $(DJANGO_TESTS_ARGS)
+
 bench: $(VENV)/.installed ## Run the benchmarks; results in bench-results/ (docs/benchmarks.md)
 	$(VENV)/bin/python benchmarks/run.py
 
@@ -110,5 +117,5 @@ clean: ## Remove build artefacts and caches (keeps the virtualenvs)
 	find . -path ./.venv -prune -o -path ./$(VENV60) -prune -o \
 		\( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0 rm -rf
 
-distclean: clean ## Also remove the virtualenvs
-	rm -rf $(VENV) $(VENV60)
+distclean: clean ## Also remove the virtualenvs and the Django sdist of make django-tests
+	rm -rf $(VENV) $(VENV60) .django-suite
