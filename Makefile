@@ -4,6 +4,7 @@ SHELL := /bin/bash
 
 VENV       := .venv
 VENV60     := .venv-django60
+VENV_SEED  := .venv-seed
 PORT       ?= 8000
 PYTEST_ARGS ?=
 DJANGO_TESTS_ARGS ?=
@@ -11,6 +12,8 @@ DJANGO_TESTS_ARGS ?=
 # Django series installed in each virtualenv.
 DJANGO_LATEST := Django>=6.1,<6.2
 DJANGO_60     := Django>=6.0,<6.1
+# The release the benchmarks compare ours with (docs/benchmarks.md).
+SEED          := django-tasks-local==2.0.*
 
 .DEFAULT_GOAL := help
 
@@ -101,10 +104,27 @@ example: $(VENV)/.installed ## Set up and serve the example project (PORT=8000, 
 django-tests: $(VENV)/.installed ## Run Django's tests/tasks/ suite on both backends (DJANGO_TESTS_ARGS=--strict ...)
 	scripts/run-django-task-tests $(DJANGO_TESTS_ARGS)
 
-bench: $(VENV)/.installed ## Run the benchmarks; results in bench-results/ (docs/benchmarks.md)
+# The seed release has our import name, so it gets a virtualenv of its own,
+# with nothing of ours in it: benchmarks/run.py runs its side there.
+$(VENV_SEED)/.installed: scripts/find-python
+	@set -euo pipefail; \
+	if ! $(VENV_SEED)/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then \
+		py="$$(sh scripts/find-python)"; \
+		echo ">> creating $(VENV_SEED) with $$py"; \
+		rm -rf $(VENV_SEED); \
+		"$$py" -m venv $(VENV_SEED); \
+	fi; \
+	echo ">> installing '$(SEED)' with '$(DJANGO_LATEST)' into $(VENV_SEED)"; \
+	$(VENV_SEED)/bin/python -m pip install --quiet --upgrade pip; \
+	$(VENV_SEED)/bin/python -m pip install --progress-bar off '$(SEED)' '$(DJANGO_LATEST)'; \
+	$(VENV_SEED)/bin/python -c 'from importlib.metadata import version as v; \
+		print(">> $(VENV_SEED): django-tasks-local", v("django-tasks-local"), "with Django", v("Django"))'; \
+	touch $(VENV_SEED)/.installed
+
+bench: $(VENV)/.installed $(VENV_SEED)/.installed ## Run the benchmarks, with django-tasks-local 2.0 beside ours; results in bench-results/ (docs/benchmarks.md)
 	$(VENV)/bin/python benchmarks/run.py
 
-bench-quick: $(VENV)/.installed ## Run a short benchmark pass (under a minute)
+bench-quick: $(VENV)/.installed $(VENV_SEED)/.installed ## Run a short benchmark pass (under a minute)
 	$(VENV)/bin/python benchmarks/run.py --quick
 
 # NO_MKDOCS_2_WARNING: silences Material's banner about its own end of life,
@@ -114,8 +134,8 @@ docs: $(VENV)/.installed ## Build the documentation site into site/ (mkdocs --st
 
 clean: ## Remove build artefacts and caches (keeps the virtualenvs)
 	rm -rf build dist site bench-results .pytest_cache .mypy_cache .ruff_cache
-	find . -path ./.venv -prune -o -path ./$(VENV60) -prune -o \
+	find . -path ./.venv -prune -o -path ./$(VENV60) -prune -o -path ./$(VENV_SEED) -prune -o \
 		\( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0 rm -rf
 
 distclean: clean ## Also remove the virtualenvs and the Django sdist of make django-tests
-	rm -rf $(VENV) $(VENV60) .django-suite
+	rm -rf $(VENV) $(VENV60) $(VENV_SEED) .django-suite

@@ -1,4 +1,7 @@
-"""Benchmarks: our backends against raw executors (the floor) and ImmediateBackend.
+"""Benchmarks: our backends against raw executors (the floor) and other backends.
+
+Beside ours run Django's ImmediateBackend and the seed, django-tasks-local 2.0
+from PyPI, in a virtualenv of its own (benchmarks/seed_worker.py).
 
 Run from the repository root: ``python benchmarks/run.py`` (``make bench``), or
 ``--quick`` for a pass of under a minute (``make bench-quick``). Every round
@@ -19,6 +22,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import timeit
@@ -43,6 +47,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 
 RESULTS_DIR = ROOT / "bench-results"
+# `make bench` installs the seed there (it has our import name).
+SEED_PYTHON = ROOT / ".venv-seed" / "bin" / "python"
 WAIT = 120.0  # seconds: a deadline, never reached unless something is broken
 
 
@@ -139,6 +145,46 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+class SeedWorker:
+    """The seed's side of the run: benchmarks/seed_worker.py, in .venv-seed.
+
+    One measurement per request, so that the seed takes its turn in every
+    round like the other implementations.
+    """
+
+    def __init__(self, sizes: Sizes) -> None:
+        self.process = subprocess.Popen(
+            [
+                SEED_PYTHON,
+                ROOT / "benchmarks" / "seed_worker.py",
+                json.dumps(sizes.__dict__),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        # Sent once its pools are warm.
+        self.about: dict[str, str] = self._reply()
+
+    def measure(self, scenario: str) -> dict[str, float]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{scenario}\n")
+        self.process.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(WAIT)
+
+    def _reply(self) -> Any:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit("the seed worker ended early (its error is above)")
+        return json.loads(line)
+
+
 class Bench:
     """The pools and backends, warmed once, and the scenarios measured on them."""
 
@@ -168,6 +214,7 @@ class Bench:
         # What every CPU-bound task must return.
         self.burn_result = tasks.burn(sizes.cpu_loop)
         self.warm_up()
+        self.seed_worker = SeedWorker(sizes)
 
     def task(self, name: str, alias: str) -> Any:
         return getattr(self.tasks, f"{name}_task").using(backend=alias)
@@ -177,7 +224,12 @@ class Bench:
         for executor in (self.raw_process, self.raw_thread, self.raw_thread2):
             futures = [executor.submit(self.tasks.add, i, 1) for i in range(8)]
             check([f.result() for f in futures] == [i + 1 for i in range(8)], "warm-up")
-        for backend in (self.threads, self.threads2, self.processes):
+        self.warm_backends()
+
+    def warm_backends(self) -> None:
+        # The process backend first: in seed_worker.py it is the seed's, which
+        # forks, and forking before any thread exists keeps its children clean.
+        for backend in (self.processes, self.threads, self.threads2):
             results = [self.task("add", backend.alias).enqueue(i, 1) for i in range(8)]
             backend.wait_until_idle(WAIT)
             for i, result in enumerate(results):
@@ -188,6 +240,7 @@ class Bench:
             executor.shutdown()
         for backend in (self.threads, self.threads2, self.processes):
             backend.close(WAIT)
+        self.seed_worker.close()
 
     # -- checks ------------------------------------------------------------
 
@@ -319,13 +372,10 @@ class Bench:
 
     def our_memory(self) -> dict[str, float]:
         """Fills a fresh backend (an empty store) and counts what it keeps."""
-        from django_tasks_local import ThreadPoolBackend
-        from django_tasks_local import runtime as runtime_module
-
         count = self.sizes.memory_results
         self._memory_round += 1
         params = {"OPTIONS": {"MAX_WORKERS": 4, "MAX_RESULTS": count}}
-        backend = ThreadPoolBackend(f"memory-{self._memory_round}", params)
+        backend = self.new_thread_backend(f"memory-{self._memory_round}", params)
         task = self.tasks.add_task
         # Starts the worker threads before counting.
         backend.enqueue(task, (0, 1), {})
@@ -338,10 +388,20 @@ class Bench:
             # The ids list is ours, not the backend's (the strings are shared).
             traced.exclude(sys.getsizeof(ids))
         self.check_ours(backend, ids, "memory")
+        self.discard(backend)
+        return {"bytes": traced.bytes / count}
+
+    def new_thread_backend(self, alias: str, params: dict[str, Any]) -> Any:
+        from django_tasks_local import ThreadPoolBackend
+
+        return ThreadPoolBackend(alias, params)
+
+    def discard(self, backend: Any) -> None:
+        from django_tasks_local import runtime as runtime_module
+
         backend.close(WAIT)
         # Forget the runtime, so the results do not weigh on later rounds.
         runtime_module._registry.pop(backend._runtime_key)
-        return {"bytes": traced.bytes / count}
 
     def immediate_memory(self) -> dict[str, float]:
         count = self.sizes.memory_results
@@ -413,6 +473,10 @@ class Bench:
 
     # -- the scenarios -----------------------------------------------------------
 
+    def seed(self, scenario: str) -> Callable[[], dict[str, float]]:
+        """The seed's measurement of ``scenario``: what "ours" runs, on its backends."""
+        return lambda: self.seed_worker.measure(scenario)
+
     def scenarios(self) -> list[Scenario]:
         s = self.sizes
         return [
@@ -428,6 +492,7 @@ class Bench:
                 {
                     "raw": lambda: self.raw_submit(self.raw_thread, s.enqueue_tasks),
                     "ours": lambda: self.our_enqueue(self.threads, s.enqueue_tasks),
+                    "seed": self.seed("enqueue_thread"),
                     "immediate": lambda: self.immediate_enqueue(s.enqueue_tasks),
                 },
             ),
@@ -441,6 +506,7 @@ class Bench:
                 {
                     "raw": lambda: self.raw_submit(self.raw_process, s.enqueue_tasks),
                     "ours": lambda: self.our_enqueue(self.processes, s.enqueue_tasks),
+                    "seed": self.seed("enqueue_process"),
                 },
             ),
             Scenario(
@@ -450,6 +516,7 @@ class Bench:
                 {
                     "raw": lambda: self.raw_throughput(self.raw_thread, s.thread_tasks),
                     "ours": lambda: self.our_throughput(self.threads, s.thread_tasks),
+                    "seed": self.seed("throughput_thread"),
                     "immediate": lambda: self.immediate_throughput(s.thread_tasks),
                 },
             ),
@@ -458,7 +525,11 @@ class Bench:
                 "get_result",
                 f"get_result() on a finished result among {s.thread_tasks:,}",
                 [Metric("us", "per call", "µs")],
-                {"raw": self.raw_get_result, "ours": self.our_get_result},
+                {
+                    "raw": self.raw_get_result,
+                    "ours": self.our_get_result,
+                    "seed": self.seed("get_result"),
+                },
             ),
             Scenario(
                 "throughput_process",
@@ -471,6 +542,7 @@ class Bench:
                     "ours": lambda: self.our_throughput(
                         self.processes, s.process_tasks
                     ),
+                    "seed": self.seed("throughput_process"),
                 },
             ),
             Scenario(
@@ -480,6 +552,7 @@ class Bench:
                 {
                     "raw": self.raw_memory,
                     "ours": self.our_memory,
+                    "seed": self.seed("memory"),
                     "immediate": self.immediate_memory,
                 },
             ),
@@ -491,7 +564,11 @@ class Bench:
                     Metric("thread_s", "thread time", "s"),
                     Metric("process_s", "process time", "s"),
                 ],
-                {"raw": self.raw_cpu, "ours": self.our_cpu},
+                {
+                    "raw": self.raw_cpu,
+                    "ours": self.our_cpu,
+                    "seed": self.seed("cpu_speedup"),
+                },
             ),
             Scenario(
                 "delay_thread",
@@ -507,6 +584,7 @@ class Bench:
                     "ours": lambda: self.our_delay(
                         self.threads, s.delay_samples_thread
                     ),
+                    "seed": self.seed("delay_thread"),
                 },
             ),
             Scenario(
@@ -523,6 +601,7 @@ class Bench:
                     "ours": lambda: self.our_delay(
                         self.processes, s.delay_samples_process
                     ),
+                    "seed": self.seed("delay_process"),
                 },
             ),
         ]
@@ -643,6 +722,10 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
+def _fmt_ratio(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
 def print_table(rows: list[dict[str, Any]]) -> str:
     header = [
         "scenario",
@@ -650,13 +733,14 @@ def print_table(rows: list[dict[str, Any]]) -> str:
         "raw",
         "ours",
         "ours/raw",
+        "seed",
+        "seed/raw",
         "immediate",
         "target",
         "",
     ]
     lines = []
     for row in rows:
-        ratio = row.get("ours_ratio")
         met = row.get("met")
         lines.append(
             [
@@ -664,7 +748,9 @@ def print_table(rows: list[dict[str, Any]]) -> str:
                 f"{row['label']} ({row['unit']})",
                 _fmt(row.get("raw"), row["unit"]),
                 _fmt(row.get("ours"), row["unit"]),
-                "-" if ratio is None else f"{ratio:.2f}x",
+                _fmt_ratio(row.get("ours_ratio")),
+                _fmt(row.get("seed"), row["unit"]),
+                _fmt_ratio(row.get("seed_ratio")),
                 _fmt(row.get("immediate"), row["unit"]),
                 row["target"] or "",
                 {True: "met", False: "MISSED", None: ""}[met],
@@ -688,18 +774,19 @@ def print_table(rows: list[dict[str, Any]]) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The result table as Markdown, for docs/benchmarks.md."""
     lines = [
-        "| scenario | metric | raw | ours | ours/raw | immediate | target | |",
-        "|---|---|--:|--:|--:|--:|---|---|",
+        "| scenario | metric | raw | ours | ours/raw | seed | seed/raw | immediate | target | |",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|---|",
     ]
     for row in rows:
-        ratio = row.get("ours_ratio")
         unit = row["unit"]
         cells = [
             row["title"],
             f"{row['label']} ({unit})",
             _fmt(row.get("raw"), unit),
             _fmt(row.get("ours"), unit),
-            "-" if ratio is None else f"{ratio:.2f}x",
+            _fmt_ratio(row.get("ours_ratio")),
+            _fmt(row.get("seed"), unit),
+            _fmt_ratio(row.get("seed_ratio")),
             _fmt(row.get("immediate"), unit),
             row["target"] or "",
             {True: "met", False: "**missed**", None: ""}[row.get("met")],
@@ -810,7 +897,7 @@ def print_anatomy(rows: list[dict[str, Any]]) -> str:
     return text
 
 
-def machine() -> dict[str, Any]:
+def machine(seed: SeedWorker) -> dict[str, Any]:
     import django
 
     model = platform.processor()
@@ -829,6 +916,8 @@ def machine() -> dict[str, Any]:
         "django": django.get_version(),
         "raw_process_start_method": multiprocessing.get_start_method(),
         "ours_process_start_method": "spawn",
+        "seed": f"django-tasks-local {seed.about['version']}",
+        "seed_process_start_method": seed.about["process_start_method"],
         "load_average": os.getloadavg(),
     }
 
@@ -860,6 +949,12 @@ def main(argv: list[str] | None = None) -> int:
     # with threads, which is that baseline's own business.
     warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
 
+    if not SEED_PYTHON.exists():
+        parser.error(
+            f"no {SEED_PYTHON.relative_to(ROOT)}: `make bench` (or "
+            "`make .venv-seed/.installed`) installs django-tasks-local 2.0 there"
+        )
+
     began = time.perf_counter()
     bench = Bench(sizes)
     if args.task_logs_at_warning:
@@ -874,10 +969,10 @@ def main(argv: list[str] | None = None) -> int:
             {"throughput_thread"} if "get_result" in args.only else set()
         )
         scenarios = [s for s in scenarios if s.name in wanted]
-    info = machine()
+    info = machine(bench.seed_worker)
     print(
         f"{info['cpu']} x{info['cpu_count']}, Python {info['python']}, Django {info['django']}; "
-        f"{rounds} rounds{' (quick)' if args.quick else ''}; pools warmed before timing",
+        f"seed: {info['seed']}; {rounds} rounds{' (quick)' if args.quick else ''}; pools warmed before timing",
         file=sys.stderr,
     )
     try:
