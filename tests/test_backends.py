@@ -7,6 +7,7 @@ Each test runs on ThreadPoolBackend, ProcessPoolBackend and the two custom
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -262,6 +263,41 @@ def test_system_exit_fails_only_its_task(backend):
     # Later tasks still run, on the same pool.
     assert run(backend, contract_tasks.noop).status == SUCCESSFUL
     assert backend.runtime._executor is executor
+
+
+@pytest.mark.parametrize(
+    ("task", "class_path"),
+    [
+        (contract_tasks.raise_value_error, "builtins.ValueError"),
+        (contract_tasks.raise_system_exit, "builtins.SystemExit"),
+        (contract_tasks.raise_keyboard_interrupt, "builtins.KeyboardInterrupt"),
+    ],
+)
+def test_every_exception_is_recorded_as_its_own_class(backend, task, class_path):
+    args = ["message"] if task is contract_tasks.raise_value_error else []
+    [error] = run(backend, task, *args).errors
+    assert error.exception_class_path == class_path
+
+
+def test_a_failed_tasks_log_line_carries_its_exception_and_traceback(backend, caplog):
+    # As under ImmediateBackend: Django's receiver logs sys.exc_info(), so
+    # task_finished is sent with the exception in hand.
+    with caplog.at_level("INFO", logger="django.tasks"):
+        result = run(backend, contract_tasks.raise_value_error, "the logged message")
+    [record] = [
+        record
+        for record in caplog.records
+        if record.name == "django.tasks"
+        and f"id={result.id}" in record.getMessage()
+        and "state=FAILED" in record.getMessage()
+    ]
+    assert record.levelname == "ERROR"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is ValueError
+    logged = logging.Formatter().formatException(record.exc_info)
+    # The task's own frame, formatted where it ran (a worker process's too).
+    assert "in raise_value_error" in logged
+    assert logged.endswith("ValueError: the logged message")
 
 
 def test_an_async_task_runs(backend):

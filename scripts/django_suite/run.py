@@ -50,9 +50,7 @@ KNOWN_FAILURES = {
         "test_immediate_backend.ImmediateBackendTransactionTestCase.test_doesnt_wait_until_transaction_commit_by_default",
         "test_tasks.TaskTestCase.test_get_backend",
     },
-    "gap": {
-        "test_immediate_backend.ImmediateBackendTestCase.test_catches_exception",
-    },
+    "gap": set(),
 }
 BACKENDS = ["thread", "process"]
 
