@@ -64,13 +64,18 @@ def wait_until_finished(backend: Any, result_id: str) -> TaskResult:
 
 @contextmanager
 def temporary_alias(like: str, **options: Any) -> Iterator[str]:
-    """A new alias with the backend of ``like`` (an alias, or a key of BACKENDS)
-    and these OPTIONS added: a runtime of its own, closed after."""
+    """A new alias with the backend of ``like`` and these OPTIONS added: a
+    runtime of its own, closed after.
+
+    ``like``: a key of BACKENDS, a backend's dotted path, or an alias of TASKS.
+    """
     if like in BACKENDS:
         base: dict[str, Any] = {"BACKEND": BACKENDS[like]}
+    elif "." in like:
+        base = {"BACKEND": like}
     else:
         base = settings.TASKS[like]
-    alias = f"temporary-{like}-{next(_numbers)}"
+    alias = f"temporary-{like.rpartition('.')[2]}-{next(_numbers)}"
     params = {
         "BACKEND": base["BACKEND"],
         "OPTIONS": {**base.get("OPTIONS", {}), **options},

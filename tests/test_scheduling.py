@@ -7,6 +7,7 @@ import copy
 import secrets
 import threading
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
@@ -16,7 +17,8 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_finished
 from django.utils import timezone
 
-from django_tasks_local import await_result, wait
+from django_tasks_local import ExecutorBackend, await_result, wait
+from tests.helpers import temporary_alias
 from tests.models import Record
 from tests.scheduling_tasks import (
     async_identity,
@@ -146,6 +148,32 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
     assert read_log(log) == by_priority
     finished = [backend.get_result(result.id) for result in waiting]
     assert all(result.status == SUCCESSFUL for result in finished)
+
+
+class StdlibThreadsBackend(ExecutorBackend):
+    """A user's backend: the core on a stdlib thread pool, one call per task."""
+
+    def create_executor(self) -> Executor:
+        return ThreadPoolExecutor(self.settings["MAX_WORKERS"])
+
+
+@pytest.mark.parametrize(
+    "backend", ["threads", "processes", f"{__name__}.StdlibThreadsBackend"]
+)
+def test_every_higher_priority_task_starts_before_any_lower_one(backend, tmp_path):
+    gate, log = tmp_path / "gate", tmp_path / "order"
+    with temporary_alias(backend, MAX_WORKERS=1) as alias:
+        try:
+            blocker = wait_for_file.using(backend=alias).enqueue(str(gate))
+            wait_until_running(task_backends[alias], blocker)
+            for priority, labels in [(-10, "abc"), (10, "xyz")]:
+                for label in labels:
+                    task = log_label.using(backend=alias, priority=priority)
+                    task.enqueue(str(log), f"{priority}{label}")
+        finally:
+            gate.touch()
+        task_backends[alias].wait_until_idle(timeout=DEADLINE)
+    assert read_log(log) == ["10x", "10y", "10z", "-10a", "-10b", "-10c"]
 
 
 def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_path):
