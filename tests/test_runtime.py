@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.tasks import TaskResultStatus, task, task_backends
+from django.tasks.signals import task_finished
 from django.test import override_settings
 
 from django_tasks_local import ThreadPoolBackend
 
 from . import tasks
-from .helpers import wait_until_finished
+from .helpers import temporary_alias, wait_until, wait_until_finished
+from .scheduling_tasks import log_label
 
 DEADLINE = 30
 
@@ -269,3 +272,38 @@ def test_a_freed_worker_takes_the_next_waiting_task_itself() -> None:
     # Each task's own start, in the order they ran.
     first, low, high = finished
     assert first.finished_at <= high.started_at <= high.finished_at <= low.started_at
+
+
+def test_a_freed_worker_process_starts_its_next_task_before_the_signals_end(
+    tmp_path: Path,
+) -> None:
+    # One worker: the second task can only start once the first has ended.
+    # It starts while the first's task_finished receivers still run.
+    receiving, release = threading.Event(), threading.Event()
+    log = tmp_path / "order"
+
+    def slow_receiver(sender: type, task_result: Any, **kwargs: Any) -> None:
+        if task_result.args == [str(log), "first"]:
+            receiving.set()
+            # Longer than the test waits for the second task: without the
+            # early hand-out, the test fails before this wait ends.
+            release.wait(2 * DEADLINE)
+
+    task_finished.connect(slow_receiver, dispatch_uid="slow-receiver")
+    try:
+        with temporary_alias("processes", MAX_WORKERS=1) as alias:
+            backend = task_backends[alias]
+            first = log_label.using(backend=alias).enqueue(str(log), "first")
+            second = log_label.using(backend=alias).enqueue(str(log), "second")
+            try:
+                assert receiving.wait(DEADLINE)
+                wait_until(
+                    lambda: log.read_text().split() == ["first", "second"],
+                    message="the second task ran while the first's receiver ran",
+                )
+            finally:
+                release.set()
+            assert backend.wait_for_result(first.id, DEADLINE).status == "SUCCESSFUL"
+            assert backend.wait_for_result(second.id, DEADLINE).status == "SUCCESSFUL"
+    finally:
+        task_finished.disconnect(dispatch_uid="slow-receiver")

@@ -383,16 +383,25 @@ class Runtime:
         """The one finish path: the final transition, task_finished, the waiters woken.
 
         Frees the task's worker, and returns the tasks that can start now:
-        with ``worker_id`` (a worker in this process that goes on working),
-        the first is that worker's, already RUNNING, with its start time;
-        the rest are for the executor.
+        with ``worker_id`` (a worker in this process that goes on working,
+        once the signals are sent), the first is that worker's, already
+        RUNNING, with its start time; the rest are for the executor. Without
+        it, the freed worker's next task is handed to the executor before the
+        signals are sent.
         """
         result_id = envelope.result_id
+        batch: list[Envelope] = []
         with self._lock:
             result = self._store.get(result_id)
             if result.is_finished:
                 return [], None
             started = self._record_outcome_locked(result, outcome)
+            if worker_id is None:
+                # The worker is free already: its next task goes to the
+                # executor now, and runs while this one's signals are sent.
+                self._running.discard(result_id)
+                batch = self._take_startable_locked()
+        self._submit(batch)
         try:
             if started is not None:
                 self._send(task_started, started)

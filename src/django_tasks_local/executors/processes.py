@@ -187,9 +187,12 @@ class ProcessPool(Executor):
         if not message:
             future.set_exception(error)
             return future
-        # A call submitted by a future's callback, in the supervisor thread,
-        # is handed out when that thread's loop comes round again.
-        if threading.current_thread() is not self._supervisor:
+        if threading.current_thread() is self._supervisor:
+            # Submitted by a future's callback: the supervisor owns the
+            # children, so it hands the call to an idle one at once, and the
+            # child runs it while the rest of the callbacks run here.
+            self._feed_idle()
+        else:
             self._wake()
         return future
 
@@ -271,9 +274,7 @@ class ProcessPool(Executor):
             for child in self._children:
                 child.stopping = True
                 child.process.kill()
-        for child in self._children:
-            if child.idle and not self._feed(child):
-                break
+        self._feed_idle()
         with self._lock:
             waiting, shutdown = len(self._waiting), self._shutdown
         active = [child for child in self._children if not child.stopping]
@@ -287,6 +288,12 @@ class ProcessPool(Executor):
             for child in active:
                 if child.call is None:
                     self._stop(child)
+
+    def _feed_idle(self) -> None:
+        """Hand waiting calls to idle children (supervisor thread only)."""
+        for child in self._children:
+            if child.idle and not self._feed(child):
+                break
 
     def _feed(self, child: _Child) -> bool:
         """Send an idle child the next waiting call; False if none is waiting."""
