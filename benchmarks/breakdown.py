@@ -115,7 +115,6 @@ def handoffs(bursts: int) -> None:
         runtime = ours.runtime
         lock = CountingLock()
         runtime._lock = lock  # type: ignore[assignment]
-        runtime._settled = threading.Condition(lock)  # type: ignore[arg-type]
         runtime._timer_wakeup = threading.Condition(lock)  # type: ignore[arg-type]
         for i in range(20):  # start the threads
             raw.submit(tasks.add, i, 1)

@@ -26,6 +26,11 @@ class WorkerError(Exception):
     """A worker process could not start, run a call, or send back its result."""
 
 
+class RemoteTaskError(Exception):
+    """Stands in, while task_finished is sent, for a worker process's exception
+    that could not be pickled (the result records its class path)."""
+
+
 class InvalidTransition(RuntimeError):
     """A state change that the state machine does not allow."""
 

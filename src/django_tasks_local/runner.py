@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .context import bound_result_id
+from .exceptions import RemoteTaskError
 from .results import normalize
 from .states import RUNNING
 
@@ -185,10 +186,6 @@ class Outcome:
         if exception.__traceback__ is None and exception.__cause__ is None:
             exception.__cause__ = _RemoteTraceback(self.error.traceback)
         return exception
-
-
-class RemoteTaskError(Exception):
-    """Stands in for a worker process's exception that could not be pickled."""
 
 
 class _RemoteTraceback(Exception):

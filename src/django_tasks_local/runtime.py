@@ -22,11 +22,13 @@ One task's path through it::
     _finish(): the final transition, task_finished, the waiters of that result
                woken, the freed worker's next task taken
 
-The lock rule. ``_lock`` guards every attribute below it. A method named
-``*_locked`` is called with it held and never calls out; every other method
-takes it itself, and holds it only around bookkeeping: signals are sent,
-executors created and called, outside it, so a slow receiver or a slow
-executor factory never blocks another thread's ``get_result()``.
+The lock rule. ``_lock`` guards every attribute below it (one read of
+``_executor`` excepted: ``_current_executor``). A method named ``*_locked``
+is called with it held and calls out only to waiters' callbacks, which only
+pass the news on; every other method takes it itself, and holds it only
+around bookkeeping: signals are sent, executors created and called, outside
+it, so a slow receiver or a slow executor factory never blocks another
+thread's ``get_result()``.
 """
 
 from __future__ import annotations
@@ -562,7 +564,12 @@ class Runtime:
                 pending += self._finish(envelope, failed_outcome(exc))[0]
 
     def _current_executor(self) -> Executor:
-        """The executor, created on first use (or after close()) outside the lock."""
+        """The executor, created on first use (or after close()) outside the lock.
+
+        The one read of ``_executor`` without the lock is the fast path
+        here: reading a reference is atomic, and a stale None only sends the
+        caller to the slow path, which takes the locks.
+        """
         executor = self._executor
         if executor is not None:
             return executor

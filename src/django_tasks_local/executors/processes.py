@@ -112,6 +112,11 @@ class _Child:
 
 
 class ProcessPool(Executor):
+    """A pool of up to ``max_workers`` worker processes, each with a pipe of its own.
+
+    See the module's docstring for what it tells of its children.
+    """
+
     def __init__(
         self,
         max_workers: int,

@@ -51,6 +51,8 @@ class _WorkItem:
 
 
 class ThreadPool(Executor):
+    """A pool of up to ``max_workers`` daemon threads, started as calls arrive."""
+
     def __init__(self, max_workers: int, *, thread_name_prefix: str = "") -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1.")
