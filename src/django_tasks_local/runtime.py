@@ -683,14 +683,19 @@ def all_runtimes() -> list[Runtime]:
         return list(_registry.values())
 
 
-def _close_at_exit() -> None:
-    """Close every runtime for good: drop the waiting tasks, give running ones SHUTDOWN_TIMEOUT.
+def close_for_exit() -> None:
+    """Close every backend of this process for good, as the interpreter's exit does.
 
+    The waiting tasks are dropped; the running ones get SHUTDOWN_TIMEOUT.
     All stop first, then all wait at once, so two backends take as long as
-    the slower one, not the sum.
+    the slower one, not the sum. Only the first call does anything: the
+    interpreter's exit after a server's own shutdown (``asgi``) waits no more.
     """
     global _exited
-    _exited = True
+    with _registry_lock:
+        if _exited:
+            return
+        _exited = True
     stopped = []
     start = time.monotonic()
     for runtime in all_runtimes():
@@ -727,7 +732,7 @@ def _register_exit_hook() -> bool:
     if _exit_hook_registered:
         return not _exited
     try:
-        threading._register_atexit(_close_at_exit)  # type: ignore[attr-defined]
+        threading._register_atexit(close_for_exit)  # type: ignore[attr-defined]
     except RuntimeError:
         return False  # the interpreter is already shutting down
     _exit_hook_registered = True

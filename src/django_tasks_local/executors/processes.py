@@ -61,9 +61,9 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -335,7 +335,8 @@ class ProcessPool(Executor):
             daemon=True,
         )
         try:
-            process.start()
+            with _children_allowed():
+                process.start()
         except Exception as exc:
             parent_conn.close()
             logger.exception("A worker process could not be started.")
@@ -522,6 +523,24 @@ class ProcessPool(Executor):
             child.process.kill()
             if child.call is not None and not child.call.future.done():
                 child.call.future.set_exception(error)
+
+
+@contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let a daemonic process (a hypercorn worker is one) start our children.
+
+    multiprocessing forbids it so that a daemonic process, terminated without
+    clean-up, leaves no orphans behind; our children leave by themselves as
+    soon as their parent dies (``_exit_with_parent``). Only the supervisor
+    thread starts children, so the flag is lifted for no one else.
+    """
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    daemon = config.pop("daemon", None)
+    try:
+        yield
+    finally:
+        if daemon is not None:
+            config["daemon"] = daemon
 
 
 def _claim(call: _Call) -> bool:

@@ -1,0 +1,163 @@
+"""ASGI servers stopped by SIGTERM give running tasks SHUTDOWN_TIMEOUT (``close_on_shutdown``).
+
+Each test runs a real server in a subprocess, on a tiny project written for
+it, enqueues a task that runs for a second, and stops the server with SIGTERM
+as a process manager would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DEADLINE = 60
+
+SETTINGS = """
+SECRET_KEY = "asgi-tests"
+USE_TZ = True
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1"]
+INSTALLED_APPS = []
+ROOT_URLCONF = "asgi_urls"
+DATABASES = {}
+OPTIONS = {"MAX_WORKERS": 1, "SHUTDOWN_TIMEOUT": 30}
+TASKS = {
+    "default": {"BACKEND": "django_tasks_local.ThreadPoolBackend", "OPTIONS": OPTIONS},
+    "processes": {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": OPTIONS},
+}
+"""
+
+URLS = """
+import os
+import time
+from pathlib import Path
+
+from django.http import HttpResponse
+from django.urls import path
+
+from tests.reliability_tasks import finish_in
+
+
+def enqueue(request):
+    marker = Path(os.environ["MARKER"])
+    finish_in.using(backend=request.GET["backend"]).enqueue(1.0, str(marker))
+    started = marker.with_suffix(".started")
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return HttpResponse("started" if started.exists() else "not started")
+
+
+urlpatterns = [path("enqueue/", enqueue)]
+"""
+
+APPLICATION = """
+from django.core.asgi import get_asgi_application
+
+from django_tasks_local.asgi import close_on_shutdown
+
+application = close_on_shutdown(get_asgi_application())
+unwrapped = get_asgi_application()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str, deadline: float) -> str:
+    """GET ``url``, retrying while the server is not up yet."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+SERVERS = {
+    "uvicorn": lambda port, app: [
+        str(BIN / "uvicorn"),
+        f"asgi_app:{app}",
+        "--port",
+        str(port),
+    ],
+    "gunicorn-uvicorn": lambda port, app: [
+        str(BIN / "gunicorn"),
+        "--worker-class",
+        "uvicorn_worker.UvicornWorker",
+        "--bind",
+        f"127.0.0.1:{port}",
+        f"asgi_app:{app}",
+    ],
+    "hypercorn": lambda port, app: [
+        str(BIN / "hypercorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        f"asgi_app:{app}",
+    ],
+}
+
+
+def serve_and_stop(tmp_path: Path, server: str, app: str, backend: str) -> str:
+    """Serve, enqueue a task that runs a second, SIGTERM the server; its output."""
+    (tmp_path / "asgi_site.py").write_text(SETTINGS)
+    (tmp_path / "asgi_urls.py").write_text(URLS)
+    (tmp_path / "asgi_app.py").write_text(APPLICATION)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "asgi_site",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO), str(REPO / "src")]),
+        "MARKER": str(tmp_path / "marker"),
+    }
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            SERVERS[server](port, app),
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + DEADLINE
+            url = f"http://127.0.0.1:{port}/enqueue/?backend={backend}"
+            assert get(url, deadline) == "started", log_path.read_text()
+            # As a process manager stops a service: SIGTERM to the server.
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=DEADLINE)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=DEADLINE)
+    return log_path.read_text()
+
+
+@pytest.mark.parametrize("backend", ["default", "processes"])
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_sigterm_lets_the_running_task_finish(tmp_path, server, backend):
+    output = serve_and_stop(tmp_path, server, "application", backend)
+    # Written by the task a second after it started, after the SIGTERM.
+    assert (tmp_path / "marker").read_text() == "finished", output
+
+
+def test_without_the_wrapper_uvicorn_loses_the_running_task(tmp_path):
+    # Why the wrapper exists: uvicorn ends the process without exit hooks.
+    output = serve_and_stop(tmp_path, "uvicorn", "unwrapped", "default")
+    assert not (tmp_path / "marker").exists(), output
