@@ -8,6 +8,7 @@ close their backend or configure it wrongly get an alias of their own.
 from __future__ import annotations
 
 import datetime
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,14 @@ from django_tasks_local import InvalidTaskArguments
 
 from .reliability_support import own_backend
 from .reliability_tasks import return_set, return_unnormalizable, square
+
+
+def nested(depth):
+    """A list ``depth`` levels deep."""
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 def _define_inner_task(alias):
@@ -63,6 +72,24 @@ ROWS = [
         lambda alias: square.using(backend=alias).enqueue(datetime.date(2026, 1, 1)),
         InvalidTaskArguments,
         "Unsupported type: <class 'datetime.date'>",
+    ),
+    Row(
+        "tuple as a dict key",
+        lambda alias: square.using(backend=alias).enqueue({(1, 2): "pair"}),
+        InvalidTaskArguments,
+        "args[0] has a key of <class 'tuple'>: keys must be str, int, float, bool or None.",
+    ),
+    Row(
+        "nesting too deep",
+        lambda alias: square.using(backend=alias).enqueue(nested(5_000)),
+        InvalidTaskArguments,
+        "args[0][0][0]",
+    ),
+    Row(
+        "bytes that are not UTF-8",
+        lambda alias: square.using(backend=alias).enqueue(data=b"\xff\xfe"),
+        InvalidTaskArguments,
+        "kwargs['data'] is bytes that are not UTF-8 text",
     ),
     Row(
         "priority out of range",
@@ -119,6 +146,14 @@ ROWS = [
         lambda alias: task_backends[alias].get_result("0" * 32),
         TaskResultDoesNotExist,
         "0" * 32,
+    ),
+    Row(
+        "get_result() with an id from another process",
+        lambda alias: task_backends[alias].get_result("f" * 10_000_000),
+        TaskResultDoesNotExist,
+        f"{'f' * 64}... (10000000 characters): no such task result in this "
+        f"process (pid {os.getpid()}). Results are kept in the memory of the "
+        "process that enqueued the task",
     ),
     Row(
         "get_result() with an id of the wrong type",

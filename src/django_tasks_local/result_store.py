@@ -6,11 +6,26 @@ call, and hands callers copies, never a stored result.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from typing import Any
 
 from django.tasks import TaskResult
 from django.tasks.exceptions import TaskResultDoesNotExist
+
+
+def _missing(result_id: str) -> str:
+    """Why a result id is not here, saying what a user can act on."""
+    shown = (
+        result_id
+        if len(result_id) <= 64
+        else f"{result_id[:64]}... ({len(result_id)} characters)"
+    )
+    return (
+        f"{shown}: no such task result in this process (pid {os.getpid()}). "
+        "Results are kept in the memory of the process that enqueued the "
+        "task, until MAX_RESULTS newer finished ones push them out."
+    )
 
 
 class ResultStore:
@@ -45,7 +60,7 @@ class ResultStore:
         try:
             return self._results[result_id]
         except KeyError:
-            raise TaskResultDoesNotExist(result_id) from None
+            raise TaskResultDoesNotExist(_missing(result_id)) from None
 
     def __contains__(self, result_id: object) -> bool:
         return result_id in self._results

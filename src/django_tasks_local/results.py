@@ -5,12 +5,12 @@ Callers outside the runtime get copies (``snapshot``), never a stored result.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
 from django.tasks import Task, TaskResult
-from django.utils.json import normalize_json
 
 from .exceptions import InvalidTaskArguments
 from .states import READY
@@ -60,12 +60,16 @@ def snapshot(result: TaskResult[..., Any]) -> TaskResult[..., Any]:
     return clone
 
 
-def normalize(value: Any) -> Any:
-    """``normalize_json(value)``, at once for scalars and flat lists and dicts.
+def normalize(value: Any, what: str = "the value") -> Any:
+    """Django's ``normalize_json(value)``, but plain types out, and errors that say where.
 
-    Django's normalize_json tests every value against collections.abc
-    classes, which costs more than the rest of an enqueue; the arguments of
-    most tasks are a few scalars.
+    At once for scalars and flat lists and dicts: Django's normalize_json
+    tests every value against collections.abc classes, which costs more than
+    the rest of an enqueue, and the arguments of most tasks are a few
+    scalars. A subclass of str, int or float (an enum member) comes out as the
+    plain type, so that only plain data crosses to another process. Raises
+    TypeError or ValueError, as Django does, naming where in ``what`` the
+    problem lies.
     """
     kind = type(value)
     if kind in _JSON_SCALARS:
@@ -76,7 +80,53 @@ def normalize(value: Any) -> Any:
         type(k) is str and type(v) in _JSON_SCALARS for k, v in value.items()
     ):
         return dict(value)
-    return normalize_json(value)
+    return _normalize(value, what, 0)
+
+
+# Deeper than this, a value is refused: Python's recursion limit (1000) would
+# stop Django's own JSON handling with a bare RecursionError.
+MAX_DEPTH = 200
+
+
+def _normalize(value: Any, where: str, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        shown = where if len(where) <= 60 else f"{where[:60]}..."
+        raise ValueError(f"{shown} is nested more than {MAX_DEPTH} levels deep.")
+    match value:
+        case None | bool():
+            return value
+        case int():
+            return int.__int__(value)
+        case float():
+            return float.__float__(value)
+        case str():
+            return str.__str__(value)
+        case Mapping():
+            normalized = {}
+            for key, item in value.items():
+                plain_key = _normalize(key, f"a key of {where}", depth + 1)
+                if type(plain_key) not in _JSON_SCALARS:
+                    raise TypeError(
+                        f"{where} has a key of {type(key)}: keys must be str, "
+                        "int, float, bool or None."
+                    )
+                normalized[plain_key] = _normalize(item, f"{where}[{key!r}]", depth + 1)
+            return normalized
+        case bytes():
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(
+                    f"{where} is bytes that are not UTF-8 text "
+                    f"(Unsupported value: {type(value)})."
+                ) from None
+        case Sequence():
+            return [
+                _normalize(item, f"{where}[{index}]", depth + 1)
+                for index, item in enumerate(value)
+            ]
+        case _:
+            raise TypeError(f"{where} is not JSON: Unsupported type: {type(value)}")
 
 
 def new_result(**values: Any) -> TaskResult[..., Any]:
@@ -85,8 +135,8 @@ def new_result(**values: Any) -> TaskResult[..., Any]:
     result = object.__new__(TaskResult)
     for name in _FIELDS:
         _set_field(result, name, values[name])
-    _set_field(result, "args", normalize(values["args"]))
-    _set_field(result, "kwargs", normalize(values["kwargs"]))
+    _set_field(result, "args", normalize(values["args"], "args"))
+    _set_field(result, "kwargs", normalize(values["kwargs"], "kwargs"))
     return result
 
 

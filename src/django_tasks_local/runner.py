@@ -258,7 +258,7 @@ def run_started_task(
         try:
             with bound_result_id(envelope.result_id):
                 value = _call(envelope, worker_id, started_at)
-            return_value = normalize(value)
+            return_value = normalize(value, "the return value")
         finally:
             close_old_connections()
     except BaseException as exc:

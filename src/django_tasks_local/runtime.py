@@ -193,13 +193,17 @@ class Runtime:
                     f"is exiting, so it cannot enqueue {task.module_path!r}."
                 )
             self._store.add(result)
-        # Sent before the task can start, so task_enqueued always comes first.
-        self._send(task_enqueued, copy)
-        connection = open_transaction(self.config.enqueue_on_commit)
-        if connection is not None:
-            self._defer_to_commit(envelope, connection)
-        else:
-            self._release(envelope)
+        try:
+            # Sent before the task can start, so task_enqueued always comes first.
+            self._send(task_enqueued, copy)
+        finally:
+            # Even when Ctrl-C interrupts a receiver: the stored task must
+            # go on, or it would stay READY for ever.
+            connection = open_transaction(self.config.enqueue_on_commit)
+            if connection is not None:
+                self._defer_to_commit(envelope, connection)
+            else:
+                self._release(envelope)
         return copy
 
     def get_result(self, result_id: str) -> TaskResult[..., Any]:
@@ -248,7 +252,7 @@ class Runtime:
                 return
             self._idle_waiters.append(idle.set)
         try:
-            reached = idle.wait(timeout)
+            reached = idle.wait(_wait_time(timeout))
         finally:
             with self._lock:
                 if idle.set in self._idle_waiters:
@@ -325,7 +329,7 @@ class Runtime:
         if not self.watch(result_id, settled.set):
             return True
         try:
-            return settled.wait(timeout)
+            return settled.wait(_wait_time(timeout))
         finally:
             self.unwatch(result_id, settled.set)
 
@@ -603,7 +607,9 @@ class Runtime:
                 self._line.promote_due()
                 due = self._line.next_due()
                 while not self._exiting and (due is None or due > time.time()):
-                    self._timer_wakeup.wait(None if due is None else due - time.time())
+                    self._timer_wakeup.wait(
+                        None if due is None else _wait_time(due - time.time())
+                    )
                     due = self._line.next_due()
                 if self._exiting:
                     return
@@ -654,9 +660,34 @@ class Runtime:
         )
 
     def _send(self, signal: Signal, result: TaskResult[..., Any]) -> None:
-        # send_robust: a failing receiver must not lose the task or wedge a
-        # worker. Django's dispatcher already logs what a receiver raised.
-        signal.send_robust(sender=self.config.sender, task_result=result)
+        """Send a task signal; what a receiver raises never reaches our code.
+
+        send_robust catches, and Django's dispatcher logs, what a receiver
+        raises as an Exception. A SystemExit or KeyboardInterrupt raised by
+        a receiver would stop the sending (and with it a worker, or the pool's
+        supervisor): it is logged and dropped too, but for Ctrl-C in the main
+        thread, which is the user's.
+        """
+        try:
+            signal.send_robust(sender=self.config.sender, task_result=result)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) and (
+                threading.current_thread() is threading.main_thread()
+            ):
+                raise
+            logger.exception(
+                "A receiver of a task signal raised %s for task %s; it was ignored.",
+                type(exc).__name__,
+                result.id,
+            )
+
+
+def _wait_time(seconds: float | None) -> float | None:
+    """``seconds`` as a wait of threading's can take: past TIMEOUT_MAX (an
+    infinite timeout, a run_after in year 9999), as long as it takes."""
+    if seconds is None or seconds >= threading.TIMEOUT_MAX:
+        return None
+    return seconds
 
 
 # -- the registry: one runtime per backend alias and settings, per process --

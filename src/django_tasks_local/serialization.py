@@ -4,7 +4,8 @@ A backend names one policy. ``CopySerializer`` is for workers in this process
 (threads): the envelope carries the task itself and copies of its arguments,
 and the worker reports the task's start by a direct call. ``PickleSerializer``
 is for workers in other processes: the task travels by its import path and
-the arguments must survive pickling, which is checked at ``enqueue()``.
+its arguments, JSON values of plain types (``results.normalize``), always
+pickle.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import pickle
 from typing import Any, Protocol
 
-from django.tasks import Task, TaskResult
+from django.tasks import TaskResult
 
-from .exceptions import InvalidTaskArguments
 from .results import copy_json
 from .runner import Envelope, StartReporter, TaskReference
 
@@ -25,7 +25,7 @@ class Serializer(Protocol):
     def envelope(
         self, result: TaskResult[..., Any], report_started: StartReporter
     ) -> Envelope:
-        """The envelope for ``result``; raise ValueError if it cannot be sent."""
+        """The envelope that carries ``result``'s task to a worker."""
         ...
 
 
@@ -48,7 +48,7 @@ class CopySerializer:
 
 
 class PickleSerializer:
-    """For workers in other processes: everything in the envelope must pickle."""
+    """For workers in other processes: the task by its import path, pickled once."""
 
     def envelope(
         self, result: TaskResult[..., Any], report_started: StartReporter
@@ -56,18 +56,8 @@ class PickleSerializer:
         reference = TaskReference.from_task(result.task)
         args, kwargs, enqueued_at = result.args, result.kwargs, result.enqueued_at
         envelope = Envelope(result.id, reference, args, kwargs, enqueued_at)
-        pickled = self.check_picklable(envelope, result.task)
-        # Carries the check's pickle, which the pool then sends as it is.
+        # Pickled here, once: the pool then sends these bytes as they are.
+        pickled = pickle.dumps(envelope, protocol=pickle.HIGHEST_PROTOCOL)
         return Envelope(
             result.id, reference, args, kwargs, enqueued_at, pickled=pickled
         )
-
-    def check_picklable(self, envelope: Envelope, task: Task[..., Any]) -> bytes:
-        """The pickled envelope; InvalidTaskArguments if it does not pickle."""
-        try:
-            return pickle.dumps(envelope, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise InvalidTaskArguments(
-                f"The arguments of task {task.module_path!r} cannot be sent to a "
-                f"worker process: they must be picklable ({type(exc).__name__}: {exc})."
-            ) from exc

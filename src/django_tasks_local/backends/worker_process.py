@@ -19,7 +19,6 @@ from ..result_ids import new_result_id
 from ..results import ready_result
 from ..runner import Envelope, TaskReference
 from ..runtime import open_transaction
-from ..serialization import PickleSerializer
 from . import base
 
 # Connections inherited through fork belong to the parent: a child must never
@@ -67,8 +66,8 @@ def _enqueue_in_parent(
     reaches the parent when the transaction commits, and never if it rolls back.
     """
     result_id = new_result_id()
-    # Checked here, before any commit hook: a bad argument raises in the task
-    # that enqueued it, as it would in the parent.
+    # Normalized here, before any commit hook: a bad argument raises in the
+    # task that enqueued it, as it would in the parent.
     ready = ready_result(task, result_id, backend.alias, args, kwargs, timezone.now())
     envelope = Envelope(
         result_id,
@@ -77,7 +76,6 @@ def _enqueue_in_parent(
         ready.kwargs,
         ready.enqueued_at,
     )
-    PickleSerializer().check_picklable(envelope, task)
     request = ("enqueue", backend.alias, envelope)
     connection = open_transaction(backend.commit_database)
     if connection is not None:

@@ -77,6 +77,9 @@ from ..exceptions import TaskTimedOut, WorkerCrashed, WorkerError
 
 logger = logging.getLogger("django_tasks_local")
 
+# Seconds: the longest single wait of the supervisor.
+_LONGEST_WAIT = 24 * 3600.0
+
 
 @dataclass(eq=False)
 class _Call:
@@ -361,6 +364,10 @@ class ProcessPool(Executor):
             child.deadline for child in self._children if child.deadline is not None
         ]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        if timeout is not None:
+            # epoll takes at most about 24.8 days: a longer timeout (or an
+            # infinite one) is waited out in turns of this loop.
+            timeout = min(timeout, _LONGEST_WAIT)
         ready = wait([self._wakeup_reader, *conns, *sentinels], timeout)
         if self._wakeup_reader in ready:
             self._wakeup_reader.recv(4096)

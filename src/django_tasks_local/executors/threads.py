@@ -75,19 +75,30 @@ class ThreadPool(Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._work.put(_WorkItem(future, fn, args, kwargs))
             if (
                 not self._idle.acquire(timeout=0)
                 and len(self._threads) < self._max_workers
             ):
-                thread = threading.Thread(
-                    target=self._work_loop,
-                    name=f"{self._thread_name_prefix}_{next(self._numbers)}",
-                    daemon=True,
-                )
-                thread.start()
-                self._threads.append(thread)
+                self._start_thread()
+            self._work.put(_WorkItem(future, fn, args, kwargs))
         return future
+
+    def _start_thread(self) -> None:
+        """Start one more worker; if the OS refuses, raise only when none is left."""
+        thread = threading.Thread(
+            target=self._work_loop,
+            name=f"{self._thread_name_prefix}_{next(self._numbers)}",
+            daemon=True,
+        )
+        try:
+            thread.start()
+        except RuntimeError:  # "can't start new thread": a thread or memory limit
+            # The call is not queued yet: with no worker to run it, it fails
+            # here and never runs; with some, it waits for one of them.
+            if not self._threads:
+                raise
+            return
+        self._threads.append(thread)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
