@@ -111,15 +111,11 @@ class RefusesPickling(str):
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
 
-@pytest.mark.parametrize(
-    "argument",
-    [lambda x: x, RefusesPickling("text")],
-    ids=["lambda, not JSON", "JSON, not picklable"],
-)
 @pytest.mark.parametrize("as_keyword", [False, True], ids=["args", "kwargs"])
 def test_an_argument_that_cannot_reach_a_worker_is_a_value_and_a_type_error(
-    argument, as_keyword
+    as_keyword,
 ):
+    argument = lambda x: x  # noqa: E731 (not JSON, and pickle refuses it)
     enqueue = echo.using(backend="processes").enqueue
 
     with pytest.raises((ValueError, TypeError)) as caught:
@@ -136,6 +132,14 @@ def test_an_argument_that_cannot_reach_a_worker_is_a_value_and_a_type_error(
     result = echo.using(backend="processes").enqueue("after")
     done = task_backends["processes"].wait_for_result(result.id, timeout=DEADLINE)
     assert done.return_value == {"args": ["after"], "kwargs": {}}
+
+
+def test_a_json_argument_that_pickle_refuses_reaches_the_worker_as_plain_json():
+    # 2.0 refuses it (pickle does); ours passes its JSON value, as a
+    # persistent backend would: the task gets a plain str.
+    result = echo.using(backend="processes").enqueue(RefusesPickling("text"))
+    done = task_backends["processes"].wait_for_result(result.id, timeout=DEADLINE)
+    assert done.return_value == {"args": ["text"], "kwargs": {}}
 
 
 # -- close() -------------------------------------------------------------------

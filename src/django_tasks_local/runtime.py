@@ -19,11 +19,16 @@ One task's path through it::
             run_task()   --> Outcome
                             |
                             v
-    _finish(): the final transition, task_finished, the waiters of that result
-               woken, the freed worker's next task taken
+    _finish(): the final transition, the freed worker's next task taken,
+               task_finished, the waiters of that result woken
 
-The lock rule. ``_lock`` guards every attribute below it (one read of
-``_executor`` excepted: ``_current_executor``). A method named ``*_locked``
+A worker loop sends its task's signals itself. For one call per task, the
+executor's thread (a process pool's supervisor) does only the bookkeeping,
+and the runtime's signal thread sends the signals and wakes the waiters.
+
+The lock rule. ``_lock`` guards every attribute below it (but for the
+unlocked first reads of ``_executor`` and ``_signal_thread``, each followed
+by a locked one). A method named ``*_locked``
 is called with it held and calls out only to waiters' callbacks, which only
 pass the news on; every other method takes it itself, and holds it only
 around bookkeeping: signals are sent, executors created and called, outside
@@ -36,6 +41,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import queue
 import threading
 import time
 import weakref
@@ -158,6 +164,10 @@ class Runtime:
         self._timer: threading.Thread | None = None
         # The interpreter is exiting: no more tasks, ever.
         self._exiting = False
+        # Jobs for the signal thread (_send_later), which is started with the
+        # first; both are thread-safe on their own.
+        self._signal_jobs: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+        self._signal_thread: threading.Thread | None = None
 
     # -- the caller's side -------------------------------------------------
 
@@ -338,14 +348,34 @@ class Runtime:
     def mark_started(
         self, result_id: str, worker_id: str, started_at: datetime
     ) -> None:
-        """The worker reports that the task body is starting now."""
+        """A worker of this process reports, in its own thread, that the task body starts now.
+
+        task_started is sent at once, in that thread: its receivers run
+        before the body, as under ImmediateBackend.
+        """
+        copy = self._apply_start(result_id, worker_id, started_at)
+        if copy is not None:
+            self._send(task_started, copy)
+
+    def relay_started(
+        self, result_id: str, worker_id: str, started_at: datetime
+    ) -> None:
+        """An executor's own thread (a process pool's supervisor) relays a start
+        that happened elsewhere: task_started goes to the signal thread."""
+        copy = self._apply_start(result_id, worker_id, started_at)
+        if copy is not None:
+            self._send_later(partial(self._send, task_started, copy))
+
+    def _apply_start(
+        self, result_id: str, worker_id: str, started_at: datetime
+    ) -> TaskResult[..., Any] | None:
+        """READY to RUNNING; a copy for task_started, or None if it was not READY."""
         with self._lock:
             result = self._store.get(result_id)
             if result.status != READY:
-                return
+                return None
             self._start_locked(result, worker_id, started_at)
-            copy = snapshot(result)
-        self._send(task_started, copy)
+            return snapshot(result)
 
     def _work(self, envelope: Envelope) -> None:
         """Execution.WORKER_LOOP: run ``envelope``, then each task this worker takes next.
@@ -388,12 +418,14 @@ class Runtime:
     ) -> tuple[list[Envelope], tuple[Envelope, datetime] | None]:
         """The one finish path: the final transition, task_finished, the waiters woken.
 
-        Frees the task's worker, and returns the tasks that can start now:
-        with ``worker_id`` (a worker in this process that goes on working,
-        once the signals are sent), the first is that worker's, already
-        RUNNING, with its start time; the rest are for the executor. Without
-        it, the freed worker's next task is handed to the executor before the
-        signals are sent.
+        With ``worker_id``, a worker in this process that goes on working:
+        it sends the signals itself, then takes the next task (returned
+        already RUNNING, with its start time; the rest of what can start now
+        is returned for the executor). Without it, the task's worker is free
+        already: its next task goes to the executor at once, and the signals
+        and the waking are left to the signal thread (``_send_later``), so
+        that no receiver, however slow, holds up the executor's thread (a
+        process pool's supervisor) or the tasks after.
         """
         result_id = envelope.result_id
         batch: list[Envelope] = []
@@ -403,21 +435,69 @@ class Runtime:
                 return [], None
             started = self._record_outcome_locked(result, outcome)
             if worker_id is None:
-                # The worker is free already: its next task goes to the
-                # executor now, and runs while this one's signals are sent.
                 self._running.discard(result_id)
                 batch = self._take_startable_locked()
-        self._submit(batch)
+        if worker_id is None:
+            self._submit(batch)
+            self._send_later(partial(self._signal_end, result, started, outcome))
+            return [], None
         try:
-            if started is not None:
-                self._send(task_started, started)
-            self._send_finished(result, outcome)
+            self._send_end_signals(result, started, outcome)
         except BaseException:
-            # A receiver raised past send_robust (SystemExit): the task is
-            # still settled, and this worker goes no further.
+            # Ctrl-C in the main thread: the task is still settled, and this
+            # worker goes no further.
             self._submit(self._settle(result_id, None)[0])
             raise
         return self._settle(result_id, worker_id)
+
+    def _signal_end(
+        self,
+        result: TaskResult[..., Any],
+        started: TaskResult[..., Any] | None,
+        outcome: Outcome,
+    ) -> None:
+        """In the signal thread: the end signals of a task, then its waiters woken."""
+        try:
+            self._send_end_signals(result, started, outcome)
+        finally:
+            self._submit(self._settle(result.id, None)[0])
+
+    def _send_end_signals(
+        self,
+        result: TaskResult[..., Any],
+        started: TaskResult[..., Any] | None,
+        outcome: Outcome,
+    ) -> None:
+        if started is not None:
+            self._send(task_started, started)
+        self._send_finished(result, outcome)
+
+    def _send_later(self, job: Callable[[], object]) -> None:
+        """Have the signal thread run ``job``, after the jobs given before it.
+
+        One thread per runtime, started at its first job: a task's signals
+        keep their order (task_started before task_finished), and a slow
+        receiver delays only the signals and waiters queued behind it.
+        """
+        if self._signal_thread is None:
+            with self._lock:
+                if self._signal_thread is None:
+                    self._signal_thread = threading.Thread(
+                        target=self._run_signal_jobs,
+                        name=f"django-tasks-local-{self.config.alias}-signals",
+                        daemon=True,
+                    )
+                    self._signal_thread.start()
+        self._signal_jobs.put(job)
+
+    def _run_signal_jobs(self) -> None:
+        while True:
+            job = self._signal_jobs.get()
+            try:
+                job()
+            except BaseException:  # never ends the thread: the next jobs wait
+                logger.exception("Sending task signals failed.")
+            del job
 
     def _record_outcome_locked(
         self, result: TaskResult[..., Any], outcome: Outcome

@@ -68,7 +68,7 @@ class ProcessPoolBackend(ExecutorBackend):
             self.settings["MAX_WORKERS"],
             mp_context=self.settings["MP_CONTEXT"],
             initializer=worker_process.set_up,
-            on_started=self.runtime.mark_started,
+            on_started=self.runtime.relay_started,
             handle_request=worker_process.answer,
             timeout=self.settings["TIMEOUT"],
             max_tasks_per_child=self.settings["MAX_TASKS_PER_CHILD"],
