@@ -178,7 +178,11 @@ def check_start_times(backend, kind, live_start, signals, tmp_path):
                 assert signals.sent(result.id) == expected
             else:
                 # From a worker process: once the web process hears of it.
-                wait_until(lambda result=result: signals.sent(result.id) == expected)
+                wait_until(
+                    lambda result=result, expected=expected: (
+                        signals.sent(result.id) == expected
+                    )
+                )
         # One blocker per worker.
         assert len({result.worker_ids[0] for result in running}) == workers
     else:

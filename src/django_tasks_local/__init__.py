@@ -14,6 +14,7 @@ from .exceptions import (
     InvalidTaskArguments,
     NotStarted,
     TaskTimedOut,
+    WaitingLineFull,
     WorkerCrashed,
     WorkerError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "TaskTimedOut",
     "ThreadPool",
     "ThreadPoolBackend",
+    "WaitingLineFull",
     "WorkerCrashed",
     "WorkerError",
     "await_result",

@@ -10,6 +10,10 @@ class BackendClosed(RuntimeError):
     """The interpreter is exiting: the backend takes no more tasks."""
 
 
+class WaitingLineFull(RuntimeError):
+    """MAX_WAITING tasks wait already: the backend takes no more until some start."""
+
+
 class NotStarted(Exception):
     """Recorded on a task that was dropped before any worker started it."""
 

@@ -59,7 +59,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 
-from .exceptions import BackendClosed, NotStarted
+from .exceptions import BackendClosed, NotStarted, WaitingLineFull
 from .result_ids import new_result_id
 from .result_store import ResultStore
 from .results import ready_result, snapshot
@@ -90,6 +90,24 @@ class Execution(enum.Enum):
     WORKER_LOOP = "worker-loop"
 
 
+#: A waiter's callback (``Runtime.watch``): the settled result's copy, or None.
+Settled = Callable[["TaskResult[..., Any] | None"], object]
+
+
+class _Settling:
+    """A waiting thread's callback: keeps the copy, and wakes the thread."""
+
+    __slots__ = ("event", "result")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.result: TaskResult[..., Any] | None = None
+
+    def __call__(self, result: TaskResult[..., Any] | None) -> None:
+        self.result = result
+        self.event.set()
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     alias: str
@@ -100,6 +118,8 @@ class RuntimeConfig:
     execution: Execution
     max_workers: int
     max_results: int
+    # How many tasks may wait for a worker (None: no limit).
+    max_waiting: int | None
     # The database alias whose transaction an enqueue waits for; None: none.
     enqueue_on_commit: str | None
     # Seconds running tasks get to finish at close() and at exit.
@@ -157,7 +177,7 @@ class Runtime:
         # when nothing is unfinished any more. Each only passes the news on
         # (an Event's set, a loop's call_soon_threadsafe): they run under
         # the lock, in whichever thread settles the result.
-        self._waiters: dict[str, list[Callable[[], object]]] = {}
+        self._waiters: dict[str, list[Settled]] = {}
         self._idle_waiters: list[Callable[[], object]] = []
         # Notified when an earlier run_after arrives in the waiting line.
         self._timer_wakeup = threading.Condition(self._lock)
@@ -202,6 +222,13 @@ class Runtime:
                     f"Task backend {self.config.alias!r} is closed: the interpreter "
                     f"is exiting, so it cannot enqueue {task.module_path!r}."
                 )
+            limit = self.config.max_waiting
+            if limit is not None and self._waiting_count_locked() >= limit:
+                raise WaitingLineFull(
+                    f"Task backend {self.config.alias!r} has {limit} tasks waiting "
+                    f"for a worker (MAX_WAITING): {task.module_path!r} was not "
+                    "enqueued. Try again once some have started."
+                )
             self._store.add(result)
         try:
             # Sent before the task can start, so task_enqueued always comes first.
@@ -220,13 +247,15 @@ class Runtime:
         with self._lock:
             return snapshot(self._get_locked(result_id))
 
-    def watch(self, result_id: str, callback: Callable[[], object]) -> bool:
-        """Call ``callback()`` once the result settles (finished, its signals sent) or vanishes.
+    def watch(self, result_id: str, callback: Settled) -> bool:
+        """Call ``callback(copy)`` once the result settles (finished, its signals sent).
 
-        Returns False, and never calls it, if the result has settled already.
-        The callback runs with the lock held, in the thread that settles the
-        result: it must only pass the news on (``Event.set``,
-        ``loop.call_soon_threadsafe``).
+        ``copy`` is the waiter's own copy of the final result, taken as it
+        settles, so that MAX_RESULTS cannot evict it before the waiter reads
+        it; None if the result vanished (its enqueue rolled back). Returns
+        False, and never calls it, if the result has settled already. The
+        callback runs with the lock held, in the thread that settles the
+        result: it must only pass the news on (``loop.call_soon_threadsafe``).
         """
         with self._lock:
             result = self._get_locked(result_id)
@@ -235,7 +264,7 @@ class Runtime:
             self._waiters.setdefault(result_id, []).append(callback)
             return True
 
-    def unwatch(self, result_id: str, callback: Callable[[], object]) -> None:
+    def unwatch(self, result_id: str, callback: Settled) -> None:
         """Forget a callback given to ``watch`` (a waiter that gave up)."""
         with self._lock:
             callbacks = self._waiters.get(result_id, [])
@@ -247,13 +276,23 @@ class Runtime:
     def wait_for_result(
         self, result_id: str, timeout: float | None
     ) -> TaskResult[..., Any]:
-        if not self._wait_settled(result_id, timeout):
-            status = self.get_result(result_id).status
-            raise TimeoutError(
-                f"Task result {result_id} did not finish within {timeout}s "
-                f"(it is {status})."
+        settled = _Settling()
+        if not self.watch(result_id, settled):
+            return self.get_result(result_id)
+        try:
+            if not settled.event.wait(_wait_time(timeout)):
+                status = self.get_result(result_id).status
+                raise TimeoutError(
+                    f"Task result {result_id} did not finish within {timeout}s "
+                    f"(it is {status})."
+                )
+        finally:
+            self.unwatch(result_id, settled)
+        if settled.result is None:
+            raise TaskResultDoesNotExist(
+                f"{result_id}: its enqueue was rolled back while it was awaited."
             )
-        return self.get_result(result_id)
+        return settled.result
 
     def wait_until_idle(self, timeout: float | None) -> None:
         idle = threading.Event()
@@ -317,10 +356,10 @@ class Runtime:
         for result_id in running:
             remaining = max(0.0, deadline - time.monotonic())
             try:
-                settled = self._wait_settled(result_id, remaining)
+                self.wait_for_result(result_id, remaining)
             except TaskResultDoesNotExist:
-                settled = True  # finished, and already evicted
-            if not settled:
+                pass  # finished, and already evicted
+            except TimeoutError:
                 logger.warning(
                     "Task backend %r closed while tasks were still running.",
                     self.config.alias,
@@ -332,16 +371,6 @@ class Runtime:
             # no cancel_futures, and none is needed, since the runtime hands
             # an executor only what a free worker starts at once.
             executor.shutdown(wait=False)
-
-    def _wait_settled(self, result_id: str, timeout: float | None) -> bool:
-        """Wait until the result settles or vanishes; False after ``timeout``."""
-        settled = threading.Event()
-        if not self.watch(result_id, settled.set):
-            return True
-        try:
-            return settled.wait(_wait_time(timeout))
-        finally:
-            self.unwatch(result_id, settled.set)
 
     # -- the worker's side -------------------------------------------------
 
@@ -446,9 +475,9 @@ class Runtime:
         except BaseException:
             # Ctrl-C in the main thread: the task is still settled, and this
             # worker goes no further.
-            self._submit(self._settle(result_id, None)[0])
+            self._submit(self._settle(result, None)[0])
             raise
-        return self._settle(result_id, worker_id)
+        return self._settle(result, worker_id)
 
     def _signal_end(
         self,
@@ -460,7 +489,7 @@ class Runtime:
         try:
             self._send_end_signals(result, started, outcome)
         finally:
-            self._submit(self._settle(result.id, None)[0])
+            self._submit(self._settle(result, None)[0])
 
     def _send_end_signals(
         self,
@@ -553,13 +582,13 @@ class Runtime:
             exception.__traceback__ = traceback
 
     def _settle(
-        self, result_id: str, worker_id: str | None
+        self, result: TaskResult[..., Any], worker_id: str | None
     ) -> tuple[list[Envelope], tuple[Envelope, datetime] | None]:
         """Wake the result's waiters, free its worker, take what can start now."""
         with self._lock:
-            self._finishing.discard(result_id)
-            self._running.discard(result_id)
-            self._settle_locked(result_id)
+            self._finishing.discard(result.id)
+            self._running.discard(result.id)
+            self._settle_locked(result.id, result)
             batch = self._take_startable_locked()
             if worker_id is None or not batch:
                 return batch, None
@@ -578,15 +607,22 @@ class Runtime:
             )
             self._submit(self._finish(envelope, outcome)[0])
 
+    def _waiting_count_locked(self) -> int:
+        """Tasks enqueued that no worker has taken (their commit awaited, too)."""
+        return self._store.unfinished_count - len(self._running)
+
     def _is_idle_locked(self) -> bool:
         return self._store.unfinished_count == 0 and not self._finishing
 
-    def _settle_locked(self, result_id: str) -> None:
+    def _settle_locked(
+        self, result_id: str, result: TaskResult[..., Any] | None
+    ) -> None:
+        """Wake the result's waiters, each with a copy (None: it vanished)."""
         for callback in self._waiters.pop(result_id, ()):
-            callback()
+            callback(None if result is None else snapshot(result))
         if self._idle_waiters and self._is_idle_locked():
-            for callback in self._idle_waiters:
-                callback()
+            for wake in self._idle_waiters:
+                wake()
             self._idle_waiters.clear()
 
     # -- the waiting line --------------------------------------------------
@@ -716,7 +752,7 @@ class Runtime:
             if result_id in self._uncommitted:
                 self._uncommitted.discard(result_id)
                 self._store.discard(result_id)
-                self._settle_locked(result_id)
+                self._settle_locked(result_id, None)
 
     # -- helpers -----------------------------------------------------------
 

@@ -7,6 +7,7 @@ import contextlib
 from typing import Any
 
 from django.tasks import TaskResult, task_backends
+from django.tasks.exceptions import TaskResultDoesNotExist
 
 from .backends.base import ExecutorBackend
 
@@ -29,26 +30,39 @@ async def await_result(
     """``wait`` for async code: the event loop runs on meanwhile, no thread is held."""
     runtime = _backend_of(result).runtime
     loop = asyncio.get_running_loop()
-    settled = asyncio.Event()
+    settled: asyncio.Future[TaskResult[..., Any] | None] = loop.create_future()
 
-    def wake() -> None:
-        # Called in whichever thread settles the result. A RuntimeError means
-        # the loop has closed: nobody is waiting any more.
+    def wake(copy: TaskResult[..., Any] | None) -> None:
+        # Called in whichever thread settles the result, with this waiter's
+        # own copy. A RuntimeError means the loop has closed: nobody is
+        # waiting any more.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settled.set)
+            loop.call_soon_threadsafe(_resolve, settled, copy)
 
-    if runtime.watch(result.id, wake):
-        try:
-            async with asyncio.timeout(timeout):
-                await settled.wait()
-        except TimeoutError:
-            raise TimeoutError(
-                f"Task result {result.id} did not finish within {timeout}s."
-            ) from None
-        finally:
-            runtime.unwatch(result.id, wake)
-    # Settled: this returns at once (or raises TaskResultDoesNotExist).
-    return runtime.wait_for_result(result.id, timeout=0)
+    if not runtime.watch(result.id, wake):
+        return runtime.get_result(result.id)  # settled already
+    try:
+        async with asyncio.timeout(timeout):
+            copy = await settled
+    except TimeoutError:
+        raise TimeoutError(
+            f"Task result {result.id} did not finish within {timeout}s."
+        ) from None
+    finally:
+        runtime.unwatch(result.id, wake)
+    if copy is None:
+        raise TaskResultDoesNotExist(
+            f"{result.id}: its enqueue was rolled back while it was awaited."
+        )
+    return copy
+
+
+def _resolve(
+    future: asyncio.Future[TaskResult[..., Any] | None],
+    copy: TaskResult[..., Any] | None,
+) -> None:
+    if not future.done():  # not given up (cancelled) meanwhile
+        future.set_result(copy)
 
 
 def _backend_of(result: TaskResult[..., Any]) -> ExecutorBackend:

@@ -17,6 +17,7 @@ from ..options import (
     Option,
     boolean_or_database,
     non_negative_number,
+    optional_positive_int,
     parse_options,
     positive_int,
 )
@@ -82,6 +83,16 @@ class ExecutorBackend(BaseTaskBackend):
             validate=positive_int,
             help="How many finished results are kept before the oldest are evicted.",
         ),
+        "MAX_WAITING": Option(
+            # No bound by default, as in every Django backend; a waiting task
+            # holds about 1.3 KB (its result and its envelope).
+            default=None,
+            validate=optional_positive_int,
+            help=(
+                "How many tasks may wait for a worker before enqueue() raises "
+                "WaitingLineFull; None for no limit."
+            ),
+        ),
         "ENQUEUE_ON_COMMIT": Option(
             default=True,
             validate=boolean_or_database,
@@ -142,6 +153,7 @@ class ExecutorBackend(BaseTaskBackend):
             execution=self.execution,
             max_workers=self.settings["MAX_WORKERS"],
             max_results=self.settings["MAX_RESULTS"],
+            max_waiting=self.settings["MAX_WAITING"],
             enqueue_on_commit=self.commit_database,
             shutdown_timeout=self.settings["SHUTDOWN_TIMEOUT"],
         )
