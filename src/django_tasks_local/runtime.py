@@ -28,7 +28,8 @@ and the runtime's signal thread sends the signals and wakes the waiters.
 
 The lock rule. ``_lock`` guards every attribute below it (but for the
 unlocked first reads of ``_executor`` and ``_signal_thread``, each followed
-by a locked one). A method named ``*_locked``
+by a locked one, and ``_futures``, which is written with single dict
+operations). A method named ``*_locked``
 is called with it held and calls out only to waiters' callbacks, which only
 pass the news on; every other method takes it itself, and holds it only
 around bookkeeping: signals are sent, executors created and called, outside
@@ -46,7 +47,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable
-from concurrent.futures import Executor, Future
+from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -76,6 +77,8 @@ from .states import FAILED, READY, RUNNING, SUCCESSFUL, transition
 from .waiting_line import WaitingLine
 
 logger = logging.getLogger("django_tasks_local")
+
+_NOT_STARTED = "The task backend closed before it started."
 
 
 class Execution(enum.Enum):
@@ -169,6 +172,9 @@ class Runtime:
         self._executor: Executor | None = None
         # Handed to the executor and not finished: each holds a worker.
         self._running: set[str] = set()
+        # The executor's futures of those, until done, to cancel at close().
+        # Set and popped without the lock (single dict operations); read with it.
+        self._futures: dict[str, Future[Any]] = {}
         # Final, their task_finished being sent: not settled yet.
         self._finishing: set[str] = set()
         # Waiting for their transaction to commit.
@@ -339,12 +345,22 @@ class Runtime:
             dropped = self._line.drain()
             running = list(self._running)
             executor, self._executor = self._executor, None
-        if dropped:
+            # Handed to the executor, but no worker has started them (a
+            # worker process still starting, say): they are dropped too.
+            unstarted = [
+                self._futures[result_id]
+                for result_id in running
+                if result_id in self._futures
+                and self._store.get(result_id).status == READY
+            ]
+        # A cancelled future's callback fails its task NotStarted (_on_done).
+        cancelled = sum(future.cancel() for future in unstarted)
+        if dropped or cancelled:
             logger.warning(
                 "Task backend %r closed with %d tasks that never started; they "
                 "were dropped.",
                 self.config.alias,
-                len(dropped),
+                len(dropped) + cancelled,
             )
             self._drop(dropped)
         return running, executor
@@ -432,8 +448,11 @@ class Runtime:
 
     def _on_done(self, envelope: Envelope, future: Future[Outcome | None]) -> None:
         """The one completion callback, for the futures of either execution."""
+        self._futures.pop(envelope.result_id, None)
         try:
             outcome = future.result()
+        except CancelledError:  # by _stop, before any worker took it
+            outcome = failed_outcome(NotStarted(_NOT_STARTED))
         except BaseException as exc:  # the executor failed the call, not the task
             outcome = failed_outcome(exc)
         # None: a worker loop, which finished its tasks itself. A worker loop
@@ -602,9 +621,7 @@ class Runtime:
     def _drop(self, envelopes: list[Envelope]) -> None:
         """Fail tasks that no worker started, because the backend closed."""
         for envelope in envelopes:
-            outcome = failed_outcome(
-                NotStarted("The task backend closed before it started.")
-            )
+            outcome = failed_outcome(NotStarted(_NOT_STARTED))
             self._submit(self._finish(envelope, outcome)[0])
 
     def _waiting_count_locked(self) -> int:
@@ -672,6 +689,7 @@ class Runtime:
                     future = executor.submit(self._work, envelope)
                 else:
                     future = executor.submit(run_task, envelope)
+                self._futures[envelope.result_id] = future
                 future.add_done_callback(partial(self._on_done, envelope))
             except BaseException as exc:
                 # The task fails, not the backend: a broken or shut-down
