@@ -13,8 +13,8 @@ from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_finished
 
-from .reliability_support import own_backend
-from .reliability_tasks import square
+from tests.helpers import temporary_alias
+from tests.tasks import square
 
 PRODUCERS = 16
 MAX_RESULTS = 100
@@ -51,7 +51,10 @@ def run_load(kind, total, max_workers):
     room = threading.BoundedSemaphore(BACKLOG)
     every = total // 100
 
-    with own_backend(kind, MAX_WORKERS=max_workers, MAX_RESULTS=MAX_RESULTS) as alias:
+    # MAX_WORKERS and MAX_RESULTS replace those of the alias ``kind``.
+    with temporary_alias(
+        kind, MAX_WORKERS=max_workers, MAX_RESULTS=MAX_RESULTS
+    ) as alias:
 
         def on_finished(sender, task_result, **kwargs):
             if task_result.backend != alias:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import copy
-import secrets
 import threading
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 
 import pytest
@@ -17,17 +15,23 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_finished
 from django.utils import timezone
 
-from django_tasks_local import ExecutorBackend, await_result, wait
-from tests.helpers import temporary_alias
+from django_tasks_local import await_result, wait
+from tests.helpers import (
+    DEADLINE,
+    read_log,
+    temporary_alias,
+    wait_until,
+    wait_until_running,
+)
 from tests.models import Record
-from tests.scheduling_tasks import (
-    async_identity,
+from tests.tasks import (
+    async_own_result_id,
     async_with_context,
+    block_until,
     log_label,
     read_record,
     square,
     stamp,
-    wait_for_file,
 )
 
 READY = TaskResultStatus.READY
@@ -35,64 +39,29 @@ RUNNING = TaskResultStatus.RUNNING
 SUCCESSFUL = TaskResultStatus.SUCCESSFUL
 FAILED = TaskResultStatus.FAILED
 
-# Generous: the machine is small and shared.
-DEADLINE = 60
-
 
 class Rollback(Exception):
     """Raised inside transaction.atomic() to roll it back."""
 
 
 @pytest.fixture
-def variant(alias, settings):
-    """Makes copies of ``alias`` with other OPTIONS, each under a fresh name.
+def variant(alias):
+    """Makes copies of ``alias`` with other OPTIONS, each a temporary alias.
 
-    A fresh name is a fresh runtime, which the test may saturate or close;
+    A fresh alias is a fresh runtime, which the test may saturate or close;
     every copy is closed after the test.
     """
-    made = []
-
-    def make(**options):
-        name = f"{alias}-{secrets.token_hex(4)}"
-        config = copy.deepcopy(settings.TASKS[alias])
-        config["OPTIONS"] = {**config.get("OPTIONS", {}), **options}
-        settings.TASKS = {**settings.TASKS, name: config}
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        backend = task_backends[name]
-        if not backend.check():  # a misconfigured copy never ran anything
-            backend.close(timeout=DEADLINE)
+    with ExitStack() as stack:
+        yield lambda **options: stack.enter_context(temporary_alias(alias, **options))
 
 
 @pytest.fixture
 def gate(variant, tmp_path):
-    """A path that ``wait_for_file`` tasks wait for; opened at the latest after the test."""
+    """A path that ``block_until`` tasks wait for; opened at the latest after the test."""
     path = tmp_path / "gate"
     yield path
     # Before the variants close (this fixture depends on them): no blocker outlives the test.
     path.touch()
-
-
-def wait_until(predicate, message, timeout=DEADLINE):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out waiting until {message}.")
-        threading.Event().wait(0.01)
-
-
-def wait_until_running(backend, result):
-    wait_until(
-        lambda: backend.get_result(result.id).status == RUNNING,
-        f"task {result.id} runs",
-    )
-
-
-def read_log(path):
-    return path.read_text().split() if path.exists() else []
 
 
 def test_capability_flags(alias):
@@ -110,8 +79,8 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
     solo = variant(MAX_WORKERS=1)
     backend = task_backends[solo]
     log = tmp_path / "order"
-    blocker = wait_for_file.using(backend=solo).enqueue(str(gate))
-    wait_until_running(backend, blocker)
+    blocker = block_until.using(backend=solo).enqueue(str(gate))
+    wait_until_running(backend, blocker.id)
 
     plan = [
         ("low", -50),
@@ -150,22 +119,17 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
     assert all(result.status == SUCCESSFUL for result in finished)
 
 
-class StdlibThreadsBackend(ExecutorBackend):
-    """A user's backend: the core on a stdlib thread pool, one call per task."""
-
-    def create_executor(self) -> Executor:
-        return ThreadPoolExecutor(self.settings["MAX_WORKERS"])
-
-
 @pytest.mark.parametrize(
-    "backend", ["threads", "processes", f"{__name__}.StdlibThreadsBackend"]
+    # The last: a user's backend, the core on a stdlib thread pool.
+    "backend",
+    ["threads", "processes", "tests.helpers.PrefixedThreadPoolBackend"],
 )
 def test_every_higher_priority_task_starts_before_any_lower_one(backend, tmp_path):
     gate, log = tmp_path / "gate", tmp_path / "order"
     with temporary_alias(backend, MAX_WORKERS=1) as alias:
         try:
-            blocker = wait_for_file.using(backend=alias).enqueue(str(gate))
-            wait_until_running(task_backends[alias], blocker)
+            blocker = block_until.using(backend=alias).enqueue(str(gate))
+            wait_until_running(task_backends[alias], blocker.id)
             for priority, labels in [(-10, "abc"), (10, "xyz")]:
                 for label in labels:
                     task = log_label.using(backend=alias, priority=priority)
@@ -181,8 +145,8 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
     solo = variant(MAX_WORKERS=1)
     backend = task_backends[solo]
     log = tmp_path / "order"
-    blocker = wait_for_file.using(backend=solo).enqueue(str(gate))
-    wait_until_running(backend, blocker)
+    blocker = block_until.using(backend=solo).enqueue(str(gate))
+    wait_until_running(backend, blocker.id)
     # Count how often the timer thread looks at the waiting line.
     line = backend.runtime._line
     looks = 0
@@ -202,7 +166,8 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
     plain = log_label.using(backend=solo, priority=-10).enqueue(str(log), "plain")
     # Let the run_after pass, and some more, with the worker still held.
     wait_until(
-        lambda: time.time() > run_after.timestamp() + 0.5, "the run_after has passed"
+        lambda: time.time() > run_after.timestamp() + 0.5,
+        message="the run_after has passed",
     )
     assert backend.get_result(deferred.id).status == READY
     assert backend.get_result(plain.id).status == READY
@@ -268,7 +233,7 @@ def test_naive_run_after_works_without_use_tz(alias, settings):
 
 def test_async_task_runs_and_knows_its_result_id(alias):
     backend = task_backends[alias]
-    result = async_identity.using(backend=alias).enqueue()
+    result = async_own_result_id.using(backend=alias).enqueue()
     done = backend.wait_for_result(result.id, timeout=DEADLINE)
     assert done.status == SUCCESSFUL, done.errors
     assert done.return_value == result.id
@@ -437,7 +402,7 @@ def test_enqueue_on_commit_rejects_anything_else(variant, value):
 def test_waiting_times_out_then_returns_when_done(variant, gate):
     solo = variant(MAX_WORKERS=1)
     backend = task_backends[solo]
-    blocker = wait_for_file.using(backend=solo).enqueue(str(gate))
+    blocker = block_until.using(backend=solo).enqueue(str(gate))
     queued = square.using(backend=solo).enqueue(9)
     with pytest.raises(TimeoutError):
         backend.wait_for_result(queued.id, timeout=0.2)
@@ -488,7 +453,7 @@ def test_waiting_returns_after_task_finished_receivers_ran(alias, how):
 
 def test_await_result_leaves_the_event_loop_free(variant, gate):
     solo = variant(MAX_WORKERS=1)
-    blocker = wait_for_file.using(backend=solo).enqueue(str(gate))
+    blocker = block_until.using(backend=solo).enqueue(str(gate))
 
     async def main():
         with pytest.raises(TimeoutError):
@@ -502,7 +467,8 @@ def test_await_result_leaves_the_event_loop_free(variant, gate):
 
     done = asyncio.run(main())
     assert done.status == SUCCESSFUL
-    assert done.return_value == str(gate)
+    # The blocker's own result: the pid of the worker that ran it.
+    assert done.return_value == int(done.worker_ids[0].split(":")[1])
 
 
 def test_await_result_of_an_unknown_result(alias):

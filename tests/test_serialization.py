@@ -13,9 +13,8 @@ from django.utils import timezone
 
 from django_tasks_local.runner import Envelope, TaskReference
 from django_tasks_local.serialization import CopySerializer, PickleSerializer
-from tests import contract_tasks
-from tests.contract_tasks import DEADLINE, SignalLog
-from tests.test_backends import CUSTOM_ALIASES
+from tests import tasks
+from tests.helpers import CUSTOM_ALIASES, DEADLINE, SignalLog
 
 PROCESS_ALIASES = ["processes", "custom_processes"]
 
@@ -70,20 +69,20 @@ def with_custom_aliases():
 
 
 def test_in_process_envelopes_carry_the_task_and_a_copy_of_the_arguments():
-    result = new_result(contract_tasks.argument_types, [[1]], {"key": {"a": [2]}})
+    result = new_result(tasks.argument_types, [[1]], {"key": {"a": [2]}})
 
     envelope = CopySerializer().envelope(result, report_started)
     envelope.args[0].append("changed")
     envelope.kwargs["key"]["a"].append("changed")
 
-    assert envelope.task is contract_tasks.argument_types
+    assert envelope.task is tasks.argument_types
     assert envelope.report_started is report_started
     assert (envelope.result_id, envelope.enqueued_at) == (result.id, result.enqueued_at)
     assert (result.args, result.kwargs) == ([[1]], {"key": {"a": [2]}})
 
 
 def test_pickled_envelopes_carry_the_task_by_path():
-    task = contract_tasks.context_of_task.using(priority=5, queue_name="default")
+    task = tasks.context_of_task.using(priority=5, queue_name="default")
     result = new_result(task, ["value"], {})
 
     envelope = PickleSerializer().envelope(result, report_started)
@@ -91,7 +90,7 @@ def test_pickled_envelopes_carry_the_task_by_path():
 
     assert envelope.report_started is None
     assert received.task == TaskReference.from_task(task)
-    assert received.task.module_path == "tests.contract_tasks.context_of_task"
+    assert received.task.module_path == "tests.tasks.context_of_task"
     rebuilt = received.task.resolve()
     assert rebuilt.func is task.func
     assert (rebuilt.priority, rebuilt.takes_context) == (5, True)
@@ -99,13 +98,13 @@ def test_pickled_envelopes_carry_the_task_by_path():
 
 
 def test_arguments_that_cannot_pickle_are_a_value_error_naming_the_problem():
-    result = new_result(contract_tasks.argument_types, [local_label("x")], {})
+    result = new_result(tasks.argument_types, [local_label("x")], {})
 
     with pytest.raises(ValueError) as raised:
         PickleSerializer().envelope(result, report_started)
 
     message = str(raised.value)
-    assert "'tests.contract_tasks.argument_types'" in message
+    assert "'tests.tasks.argument_types'" in message
     assert "cannot be sent to a worker process" in message
     assert "LocalLabel" in message
 
@@ -117,11 +116,11 @@ def test_arguments_that_cannot_pickle_are_a_value_error_naming_the_problem():
 def test_arguments_that_are_not_json_are_a_type_error(alias, value):
     with SignalLog() as signals:
         with pytest.raises(TypeError, match="Unsupported type"):
-            contract_tasks.argument_types.using(backend=alias).enqueue(value)
+            tasks.argument_types.using(backend=alias).enqueue(value)
         with pytest.raises(TypeError, match="Unsupported type"):
-            contract_tasks.argument_types.using(backend=alias).enqueue(key=value)
+            tasks.argument_types.using(backend=alias).enqueue(key=value)
 
-    assert sent_for(signals, contract_tasks.argument_types) == []
+    assert sent_for(signals, tasks.argument_types) == []
 
 
 @pytest.mark.usefixtures("with_custom_aliases")
@@ -131,16 +130,14 @@ def test_arguments_that_cannot_reach_a_process_fail_at_enqueue(alias):
     stored_before = len(runtime._store)
 
     with SignalLog() as signals, pytest.raises(ValueError, match="must be picklable"):
-        contract_tasks.argument_types.using(backend=alias).enqueue(local_label("x"))
+        tasks.argument_types.using(backend=alias).enqueue(local_label("x"))
 
-    assert sent_for(signals, contract_tasks.argument_types) == []
+    assert sent_for(signals, tasks.argument_types) == []
     assert len(runtime._store) == stored_before
 
 
 def test_threads_take_any_json_normalizable_argument():
-    result = contract_tasks.argument_types.using(backend="threads").enqueue(
-        local_label("x")
-    )
+    result = tasks.argument_types.using(backend="threads").enqueue(local_label("x"))
     result = task_backends["threads"].wait_for_result(result.id, timeout=DEADLINE)
 
     assert result.return_value == {"args": ["LocalLabel"], "kwargs": {}}
@@ -150,7 +147,7 @@ def test_threads_take_any_json_normalizable_argument():
 @pytest.mark.parametrize("alias", PROCESS_ALIASES)
 def test_a_return_value_that_cannot_come_back_fails_the_task(alias):
     backend = task_backends[alias]
-    result = contract_tasks.return_unpicklable_str.using(backend=alias).enqueue()
+    result = tasks.return_unpicklable_str.using(backend=alias).enqueue()
 
     result = backend.wait_for_result(result.id, timeout=DEADLINE)
 
@@ -158,14 +155,14 @@ def test_a_return_value_that_cannot_come_back_fails_the_task(alias):
     # Named in the error, whichever side of the pipe noticed.
     assert "return_unpicklable_str.<locals>.Label" in result.errors[-1].traceback
     # The worker is fine: the next task succeeds.
-    follow_up = contract_tasks.noop.using(backend=alias).enqueue()
+    follow_up = tasks.noop.using(backend=alias).enqueue()
     assert (
         backend.wait_for_result(follow_up.id, timeout=DEADLINE).status == "SUCCESSFUL"
     )
 
 
 def test_threads_return_it_as_it_is():
-    result = contract_tasks.return_unpicklable_str.using(backend="threads").enqueue()
+    result = tasks.return_unpicklable_str.using(backend="threads").enqueue()
     result = task_backends["threads"].wait_for_result(result.id, timeout=DEADLINE)
 
     assert result.return_value == "made in the worker"

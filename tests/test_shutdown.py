@@ -18,12 +18,10 @@ from pathlib import Path
 import pytest
 from django.tasks import TaskResultStatus, task_backends
 
-from tests.reliability_support import own_backend, wait_until_running
-from tests.reliability_tasks import finish_in, hang, hang_started, square
+from tests.helpers import DEADLINE, temporary_alias, wait_until_running
+from tests.tasks import finish_in, hang, hang_started, square
 
 REPO = Path(__file__).resolve().parent.parent
-# Generous: the machine is small and shared. A hang shows as a timeout.
-DEADLINE = 60
 
 SITE_SETTINGS = """
 import os
@@ -32,7 +30,8 @@ SECRET_KEY = "shutdown-tests"
 USE_TZ = True
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1"]
-INSTALLED_APPS = []
+# The app of the model that tests/tasks.py imports (no database is used).
+INSTALLED_APPS = ["tests"]
 ROOT_URLCONF = "shutdown_urls"
 DATABASES = {}
 
@@ -42,7 +41,7 @@ if "SHUTDOWN_TIMEOUT" in os.environ:
 TASKS = {
     "default": {"BACKEND": "django_tasks_local.ThreadPoolBackend", "OPTIONS": OPTIONS},
     "processes": {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": OPTIONS},
-    "broken": {"BACKEND": "tests.reliability_support.BrokenShutdownBackend"},
+    "broken": {"BACKEND": "tests.helpers.BrokenShutdownBackend"},
     "unused": {"BACKEND": "django_tasks_local.ThreadPoolBackend"},
 }
 
@@ -63,12 +62,14 @@ from pathlib import Path
 from django.http import HttpResponse
 from django.urls import path
 
-from tests.reliability_tasks import hang_then_write
+from tests.tasks import block_until
 
 
 def enqueue_hung_task(request):
     started = Path(os.environ["STARTED_FILE"])
-    hang_then_write.using(backend=request.GET["backend"]).enqueue(str(started))
+    never = started.with_name("never")
+    task = block_until.using(backend=request.GET["backend"])
+    task.enqueue(str(never), started=str(started))
     deadline = time.monotonic() + 30
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -87,7 +88,7 @@ import django
 
 
 def main(backend, scenario, queued, marker):
-    from tests.reliability_tasks import finish_in, hang_then_write, square
+    from tests.tasks import block_until, finish_in, square
 
     if scenario == "enqueue-at-exit":
         import atexit
@@ -118,7 +119,8 @@ def main(backend, scenario, queued, marker):
         done = square.using(backend="broken").enqueue(2)
         task_backends["broken"].wait_for_result(done.id, timeout=30)
     if scenario in ("hang", "broken"):
-        hang_then_write.using(backend=backend).enqueue(str(marker))
+        never = marker.with_name("never")
+        block_until.using(backend=backend).enqueue(str(never), started=str(marker))
     else:
         finish_in.using(backend=backend).enqueue(1.0, str(marker))
         marker = marker.with_suffix(".started")
@@ -188,28 +190,28 @@ def package_log_lines(stderr, fragment):
 
 @pytest.mark.parametrize("kind", ["threads", "processes"])
 def test_close_then_enqueue_runs_on_fresh_workers(kind):
-    with own_backend(kind) as own:
+    with temporary_alias(kind) as own:
         backend = task_backends[own]
         result = square.using(backend=own).enqueue(7)
-        assert backend.wait_for_result(result.id, timeout=60).return_value == 49
-        backend.close(timeout=30)
-        backend.close(timeout=30)
+        assert backend.wait_for_result(result.id, timeout=DEADLINE).return_value == 49
+        backend.close(timeout=DEADLINE)
+        backend.close(timeout=DEADLINE)
         # Results stay readable after close, and the alias can be used again.
         assert backend.get_result(result.id).return_value == 49
         again = square.using(backend=own).enqueue(8)
-        assert backend.wait_for_result(again.id, timeout=60).return_value == 64
+        assert backend.wait_for_result(again.id, timeout=DEADLINE).return_value == 64
 
 
 def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_finish(
     caplog, tmp_path
 ):
-    with own_backend("threads", MAX_WORKERS=1) as own:
+    with temporary_alias("threads", MAX_WORKERS=1) as own:
         backend = task_backends[own]
         running = finish_in.using(backend=own).enqueue(0.5, str(tmp_path / "done"))
         wait_until_running(own, running.id)
         waiting = [square.using(backend=own).enqueue(n) for n in range(20)]
         with caplog.at_level("WARNING", logger="django_tasks_local"):
-            backend.close(timeout=30)
+            backend.close(timeout=DEADLINE)
         warnings = [r for r in caplog.records if r.name == "django_tasks_local"]
         assert [r.getMessage() for r in warnings] == [
             f"Task backend '{own}' closed with 20 tasks that never started; they were dropped."
@@ -225,7 +227,7 @@ def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_fin
 
 
 def test_close_waits_no_longer_than_its_timeout_for_a_hung_task(caplog):
-    with own_backend("threads", MAX_WORKERS=1) as own:
+    with temporary_alias("threads", MAX_WORKERS=1) as own:
         backend = task_backends[own]
         hang_started.clear()
         hung = hang.using(backend=own).enqueue()
@@ -239,7 +241,7 @@ def test_close_waits_no_longer_than_its_timeout_for_a_hung_task(caplog):
 
 
 def test_shutdown_timeout_defaults_to_five_seconds():
-    with own_backend("threads") as own:
+    with temporary_alias("threads") as own:
         assert task_backends[own].settings["SHUTDOWN_TIMEOUT"] == 5.0
         assert task_backends[own].runtime.config.shutdown_timeout == 5.0
 
@@ -254,9 +256,9 @@ def test_an_enqueue_after_the_exit_hook_raises_backend_closed(site, tmp_path, ba
     assert done.stdout == (
         "enqueued\n"
         f"refused: Task backend {backend!r} is closed: the interpreter is exiting, "
-        "so it cannot enqueue 'tests.reliability_tasks.square'.\n"
+        "so it cannot enqueue 'tests.tasks.square'.\n"
         "refused: Task backend 'unused' is closed: the interpreter is exiting, "
-        "so it cannot enqueue 'tests.reliability_tasks.square'.\n"
+        "so it cannot enqueue 'tests.tasks.square'.\n"
     )
 
 

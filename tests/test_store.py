@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.tasks import TaskResult, TaskResultStatus
+from django.tasks import TaskResult, TaskResultStatus, task_backends
 from django.tasks.base import TaskError
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_finished
@@ -15,8 +15,8 @@ from django.utils import timezone
 from django_tasks_local.result_store import ResultStore
 from django_tasks_local.results import copy_json, snapshot
 from django_tasks_local.states import transition
-from tests import contract_tasks
-from tests.contract_tasks import DEADLINE, temporary_alias, wait_until
+from tests import tasks
+from tests.helpers import DEADLINE, temporary_alias, wait_until_running
 
 READY = TaskResultStatus.READY
 RUNNING = TaskResultStatus.RUNNING
@@ -25,7 +25,7 @@ SUCCESSFUL = TaskResultStatus.SUCCESSFUL
 
 def new_result(result_id: str, args=(), kwargs=None) -> TaskResult:
     return TaskResult(
-        task=contract_tasks.noop,
+        task=tasks.noop,
         id=result_id,
         status=READY,
         enqueued_at=timezone.now(),
@@ -149,8 +149,8 @@ def test_copy_json_copies_lists_and_dicts_at_every_depth():
 
 
 def test_a_backend_keeps_at_most_max_results_finished(alias, tmp_path: Path, request):
-    name = f"store-{alias}"
-    with temporary_alias(name, like=alias, MAX_WORKERS=2, MAX_RESULTS=3) as backend:
+    with temporary_alias(alias, MAX_WORKERS=2, MAX_RESULTS=3) as name:
+        backend = task_backends[name]
         runtime = backend.runtime
         finished_counts = []
 
@@ -163,16 +163,15 @@ def test_a_backend_keeps_at_most_max_results_finished(alias, tmp_path: Path, req
 
         # Enqueued first, so an oldest-enqueued-first eviction would drop them.
         later = timezone.now() + timedelta(hours=1)
-        deferred = contract_tasks.noop.using(backend=name, run_after=later).enqueue()
-        blocker = contract_tasks.block.using(backend=name).enqueue(
-            str(tmp_path), "blocker"
-        )
-        wait_until((tmp_path / "blocker.started").exists)
+        deferred = tasks.noop.using(backend=name, run_after=later).enqueue()
+        release = tmp_path / "release"
+        blocker = tasks.block_until.using(backend=name).enqueue(str(release))
+        wait_until_running(backend, blocker.id)
 
         task_finished.connect(count_finished, weak=False)
         request.addfinalizer(lambda: task_finished.disconnect(count_finished))
         # The blocker holds one worker; these run one by one on the other.
-        quick = [contract_tasks.noop.using(backend=name).enqueue() for _ in range(12)]
+        quick = [tasks.noop.using(backend=name).enqueue() for _ in range(12)]
         backend.wait_for_result(quick[-1].id, timeout=DEADLINE)
 
         assert len(finished_counts) == 12
@@ -185,7 +184,7 @@ def test_a_backend_keeps_at_most_max_results_finished(alias, tmp_path: Path, req
         assert backend.get_result(blocker.id).status == RUNNING
         assert len(runtime._store) == 3 + 2
 
-        (tmp_path / "release").touch()
+        release.touch()
         backend.wait_for_result(blocker.id, timeout=DEADLINE)
 
         # The blocker is now the newest finished: the oldest survivor made room.

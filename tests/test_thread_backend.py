@@ -12,9 +12,8 @@ from django.db.backends.signals import connection_created
 from django.tasks import task_backends
 
 from django_tasks_local.executors.threads import ThreadPool
-
-from .reliability_support import own_backend, wait_until
-from .reliability_tasks import postgres_backend_pid
+from tests.helpers import DEADLINE, temporary_alias, wait_until
+from tests.tasks import postgres_backend_pid
 
 # -- the executor ------------------------------------------------------------
 
@@ -22,9 +21,9 @@ from .reliability_tasks import postgres_backend_pid
 def test_runs_calls_and_reports_errors():
     pool = ThreadPool(2)
     try:
-        assert pool.submit(pow, 3, 4).result(timeout=30) == 81
+        assert pool.submit(pow, 3, 4).result(timeout=DEADLINE) == 81
         with pytest.raises(ZeroDivisionError):
-            pool.submit(divmod, 1, 0).result(timeout=30)
+            pool.submit(divmod, 1, 0).result(timeout=DEADLINE)
     finally:
         pool.shutdown()
 
@@ -33,18 +32,20 @@ def test_reuses_an_idle_worker_and_never_exceeds_max_workers():
     pool = ThreadPool(3, thread_name_prefix="reuse")
     try:
         names = {
-            pool.submit(lambda: threading.current_thread().name).result(30)
+            pool.submit(lambda: threading.current_thread().name).result(DEADLINE)
             for _ in range(20)
         }
         assert len(names) == 1
 
         release = threading.Event()
         futures = [
-            pool.submit(lambda: (release.wait(30), threading.current_thread().name)[1])
+            pool.submit(
+                lambda: (release.wait(DEADLINE), threading.current_thread().name)[1]
+            )
             for _ in range(10)
         ]
         release.set()
-        names = {future.result(timeout=30) for future in futures}
+        names = {future.result(timeout=DEADLINE) for future in futures}
         assert len(names) <= 3
         assert all(name.startswith("reuse_") for name in names)
     finally:
@@ -55,7 +56,10 @@ def test_workers_are_daemon_threads():
     # The interpreter does not join them at exit: a hung task cannot hang it.
     pool = ThreadPool(1)
     try:
-        assert pool.submit(lambda: threading.current_thread().daemon).result(30) is True
+        assert (
+            pool.submit(lambda: threading.current_thread().daemon).result(DEADLINE)
+            is True
+        )
     finally:
         pool.shutdown()
 
@@ -63,16 +67,16 @@ def test_workers_are_daemon_threads():
 def test_shutdown_cancels_waiting_calls_and_refuses_new_ones():
     pool = ThreadPool(1)
     release = threading.Event()
-    running = pool.submit(release.wait, 30)
+    running = pool.submit(release.wait, DEADLINE)
     waiting = [pool.submit(pow, 2, n) for n in range(5)]
     pool.shutdown(wait=False, cancel_futures=True)
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(pow, 2, 2)
     release.set()
-    assert running.result(timeout=30) is True
+    assert running.result(timeout=DEADLINE) is True
     for future in waiting:
         with pytest.raises(CancelledError):
-            future.result(timeout=30)
+            future.result(timeout=DEADLINE)
     pool.shutdown(wait=True)
 
 
@@ -98,11 +102,11 @@ def test_an_idle_worker_closes_its_connection_once_past_conn_max_age(monkeypatch
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 1)
     pool = ThreadPool(1)
     try:
-        wrapper = pool.submit(_open_default_connection).result(timeout=30)
+        wrapper = pool.submit(_open_default_connection).result(timeout=DEADLINE)
         # No task comes: the idle worker closes it once it passes its age.
         wait_until(lambda: wrapper.connection is None, message="idle connection closed")
         # The worker is still there and opens a new connection when needed.
-        again = pool.submit(_open_default_connection).result(timeout=30)
+        again = pool.submit(_open_default_connection).result(timeout=DEADLINE)
         assert again is wrapper
         assert again.connection is not None
     finally:
@@ -113,11 +117,11 @@ def test_an_idle_worker_closes_its_connection_once_past_conn_max_age(monkeypatch
 def test_a_worker_keeps_a_persistent_connection_until_shutdown(monkeypatch):
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", None)
     pool = ThreadPool(1)
-    wrapper = pool.submit(_open_default_connection).result(timeout=30)
+    wrapper = pool.submit(_open_default_connection).result(timeout=DEADLINE)
     # Reused by the next call (CONN_MAX_AGE None: persistent) ...
-    assert pool.submit(_open_default_connection).result(timeout=30).connection is (
-        wrapper.connection
-    )
+    assert pool.submit(_open_default_connection).result(
+        timeout=DEADLINE
+    ).connection is (wrapper.connection)
     # ... and closed when the worker leaves.
     pool.shutdown(wait=True)
     assert wrapper.connection is None
@@ -149,17 +153,12 @@ def _live_backend_pids(pids):
 
 
 @pytest.fixture
-def postgres_connections_opened_by_workers():
-    """(alias prefix) -> the connections opened to `postgres` by that backend's workers."""
+def postgres_connections_opened():
+    """The names of the threads that open a connection to `postgres`, one per opening."""
     opened = []
 
     def record(sender, connection, **kwargs):
-        if (
-            connection.alias == "postgres"
-            and threading.current_thread().name.startswith(
-                "django-tasks-local-reliability-threads"
-            )
-        ):
+        if connection.alias == "postgres":
             opened.append(threading.current_thread().name)
 
     connection_created.connect(record, weak=False)
@@ -167,24 +166,29 @@ def postgres_connections_opened_by_workers():
     connection_created.disconnect(record)
 
 
+def by_workers_of(alias, opened):
+    """The openings by the workers of ``alias`` (ThreadPoolBackend names its threads)."""
+    return [name for name in opened if name.startswith(f"django-tasks-local-{alias}_")]
+
+
 def _run_pid_tasks(alias, count):
     results = [
         postgres_backend_pid.using(backend=alias).enqueue() for _ in range(count)
     ]
     backend = task_backends[alias]
-    backend.wait_until_idle(timeout=60)
+    backend.wait_until_idle(timeout=DEADLINE)
     return [backend.get_result(result.id).return_value for result in results]
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
 def test_conn_max_age_0_each_task_opens_and_closes_its_own_connection(
-    monkeypatch, postgres_connections_opened_by_workers
+    monkeypatch, postgres_connections_opened
 ):
     monkeypatch.setitem(connections.settings["postgres"], "CONN_MAX_AGE", 0)
-    with own_backend("threads", MAX_WORKERS=4) as alias:
+    with temporary_alias("threads", MAX_WORKERS=4) as alias:
         pids = _run_pid_tasks(alias, 40)
-        assert len(postgres_connections_opened_by_workers) == 40
+        assert len(by_workers_of(alias, postgres_connections_opened)) == 40
         assert len(set(pids)) == 40
         # Closed after each task, while the workers are still there.
         wait_until(lambda: not _live_backend_pids(pids), message="connections closed")
@@ -193,14 +197,14 @@ def test_conn_max_age_0_each_task_opens_and_closes_its_own_connection(
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
 def test_conn_max_age_reuses_connections_then_idle_workers_close_them(
-    monkeypatch, postgres_connections_opened_by_workers
+    monkeypatch, postgres_connections_opened
 ):
     monkeypatch.setitem(connections.settings["postgres"], "CONN_MAX_AGE", 1)
-    with own_backend("threads", MAX_WORKERS=4) as alias:
+    with temporary_alias("threads", MAX_WORKERS=4) as alias:
         pids = _run_pid_tasks(alias, 40)
         # Reused across tasks: far fewer connections than tasks, one per opening.
         assert len(set(pids)) < 40
-        assert len(postgres_connections_opened_by_workers) == len(set(pids))
+        assert len(by_workers_of(alias, postgres_connections_opened)) == len(set(pids))
         # The pool is idle: its workers close what passes CONN_MAX_AGE.
         wait_until(
             lambda: not _live_backend_pids(pids), message="idle connections closed"
@@ -221,7 +225,7 @@ def test_conn_health_checks_replace_a_connection_that_broke_between_tasks(
 ):
     monkeypatch.setitem(connections.settings["postgres"], "CONN_MAX_AGE", None)
     monkeypatch.setitem(connections.settings["postgres"], "CONN_HEALTH_CHECKS", True)
-    with own_backend("threads", MAX_WORKERS=1) as alias:
+    with temporary_alias("threads", MAX_WORKERS=1) as alias:
         [first] = _run_pid_tasks(alias, 1)
         # The server drops the idle worker's connection (a restart, a proxy).
         _terminate_backend(first)
