@@ -161,7 +161,7 @@ def postgres_sessions() -> set[int]:
 def test_a_worker_has_its_own_connection_and_leaves_the_parents_alone(
     fresh_fork: ProcessPoolBackend,
 ) -> None:
-    # (A connection the forking thread itself holds: see test_pool.py.)
+    # (A connection the forking thread itself holds: see test_executors_processes.py.)
     parent_pid = postgres_pid()  # open before the child is forked
     first = fresh_fork.wait_for_result(
         enqueue(fresh_fork, tasks.postgres_backend_pid), DEADLINE
