@@ -8,8 +8,8 @@ a stdlib ``concurrent.futures`` executor in a dozen lines each.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -199,20 +199,24 @@ def test_an_exception_is_captured_with_the_tasks_traceback(backend):
     assert "ValueError: the task's own message" in error.traceback
 
 
-def test_system_exit_fails_only_its_task(backend):
-    run_and_wait(backend, tasks.noop)
-    executor = backend.runtime._executor
+def test_system_exit_fails_only_its_task(alias):
+    # One worker, of an alias of its own: every task runs on that worker.
+    with temporary_alias(alias, MAX_WORKERS=1) as own:
+        before = run_and_wait(own, tasks.native_thread_id)
 
-    # Nothing escapes into the caller of enqueue().
-    result = run_and_wait(backend, tasks.raise_system_exit)
+        # Nothing escapes into the caller of enqueue().
+        result = run_and_wait(own, tasks.raise_system_exit)
 
-    assert result.status == FAILED
-    assert result.errors[-1].exception_class is SystemExit
-    assert "in raise_system_exit" in result.errors[-1].traceback
-    assert worker_is_alive(result.worker_ids[0])
-    # Later tasks still run, on the same pool.
-    assert run_and_wait(backend, tasks.noop).status == SUCCESSFUL
-    assert backend.runtime._executor is executor
+        assert result.status == FAILED
+        assert result.errors[-1].exception_class is SystemExit
+        assert "in raise_system_exit" in result.errors[-1].traceback
+        assert worker_is_alive(result.worker_ids[0])
+        # Later tasks still run, on the same worker of the same pool: not on
+        # a thread or process that replaced it.
+        after = run_and_wait(own, tasks.native_thread_id)
+        assert after.status == SUCCESSFUL
+        assert after.return_value == before.return_value
+        assert after.worker_ids == result.worker_ids == before.worker_ids
 
 
 @pytest.mark.parametrize(
@@ -527,11 +531,14 @@ def test_changed_settings_give_a_new_runtime(backend, tmp_path: Path):
 @pytest.mark.parametrize("alias", ["custom_threads", "custom_processes"], indirect=True)
 def test_a_custom_backend_runs_tasks_on_its_own_executor(backend):
     result = run_and_wait(backend, tasks.noop)
-    executor = backend.runtime._executor
 
     [worker_id] = result.worker_ids
-    if isinstance(executor, ThreadPoolExecutor):
-        assert worker_id.split(":")[2].startswith("project-pool")
+    _host, pid, *thread = worker_id.split(":")
+    if backend.alias == "custom_threads":
+        # A thread of this process, named by the project's own pool.
+        assert int(pid) == os.getpid()
+        assert thread[0].startswith("project-pool")
     else:
-        assert isinstance(executor, ProcessPoolExecutor)
-        assert int(worker_id.split(":")[1]) in executor._processes
+        # A child process that the stdlib pool started.
+        assert int(pid) != os.getpid() and not thread
+    assert worker_is_alive(worker_id)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.tasks import TaskResult, TaskResultStatus, task_backends
 from django.tasks.exceptions import TaskResultDoesNotExist
-from django.tasks.signals import task_finished
+from django.tasks.signals import task_enqueued, task_finished
 from django.utils import timezone
 
 from django_tasks_local.result_store import ResultStore
@@ -103,16 +103,29 @@ def test_get_returns_the_stored_result_itself():
 def test_a_backend_keeps_at_most_max_results_finished(alias, tmp_path: Path, request):
     with temporary_alias(alias, MAX_WORKERS=2, MAX_RESULTS=3) as name:
         backend = task_backends[name]
-        runtime = backend.runtime
-        finished_counts = []
+        enqueued = []  # every result id of the alias, from task_enqueued
+        finished_counts = []  # at each task_finished: how many finished are kept
+
+        def stored(result_id):
+            try:
+                return backend.get_result(result_id)
+            except TaskResultDoesNotExist:
+                return None
+
+        def note_enqueued(sender, task_result, **kwargs):
+            if task_result.backend == name:
+                enqueued.append(task_result.id)
 
         def count_finished(sender, task_result, **kwargs):
             if task_result.backend != name:
                 return  # another test's straggler
-            with runtime._lock:
-                stored = list(runtime._store._results.values())
-            finished_counts.append(sum(result.is_finished for result in stored))
+            kept = [stored(result_id) for result_id in list(enqueued)]
+            finished_counts.append(
+                sum(result is not None and result.is_finished for result in kept)
+            )
 
+        task_enqueued.connect(note_enqueued, weak=False)
+        request.addfinalizer(lambda: task_enqueued.disconnect(note_enqueued))
         # Enqueued first, so an oldest-enqueued-first eviction would drop them.
         later = timezone.now() + timedelta(hours=1)
         deferred = tasks.noop.using(backend=name, run_after=later).enqueue()
@@ -134,7 +147,8 @@ def test_a_backend_keeps_at_most_max_results_finished(alias, tmp_path: Path, req
         assert [backend.get_result(r.id).status for r in quick[-3:]] == [SUCCESSFUL] * 3
         assert backend.get_result(deferred.id).status == READY
         assert backend.get_result(blocker.id).status == RUNNING
-        assert len(runtime._store) == 3 + 2
+        # Nothing else is kept: the three newest finished, and the two unfinished.
+        assert len([r for r in map(stored, enqueued) if r is not None]) == 3 + 2
 
         release.touch()
         backend.wait_for_result(blocker.id, timeout=DEADLINE)

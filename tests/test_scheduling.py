@@ -144,7 +144,9 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
     log = tmp_path / "order"
     blocker = block_until.using(backend=solo).enqueue(str(gate))
     wait_until_running(backend, blocker.id)
-    # Count how often the timer thread looks at the waiting line.
+    # Count how often the timer thread looks at the waiting line. Internal on
+    # purpose: no API shows a timer that wakes too often (a poll every few
+    # milliseconds costs too little CPU to measure reliably).
     line = backend.runtime._line
     looks = 0
     next_due = line.next_due
