@@ -385,7 +385,8 @@ def test_connections_opened_in_the_supervisor_thread_are_closed_as_after_a_reque
         on_started=lambda *_: supervisor_pids.append(postgres_pid()),
     )
     try:
-        assert pool.submit(run_task, envelope(tasks.add, 1, 1)).result(DEADLINE)
+        outcome = pool.submit(run_task, envelope(tasks.add, 1, 1)).result(DEADLINE)
+        assert (outcome.error, outcome.return_value) == (None, 2)
         [pid] = supervisor_pids
         deadline = time.monotonic() + DEADLINE
         while True:
