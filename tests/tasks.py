@@ -239,19 +239,6 @@ def finish_in(seconds, path):
     return "finished"
 
 
-# Set by `hang` when it starts (in the process that runs it).
-hang_started = threading.Event()
-# Never set: what `hang` waits on.
-_forever = threading.Event()
-
-
-@task
-def hang():
-    """A task that never ends by itself."""
-    hang_started.set()
-    _forever.wait()
-
-
 # Thread backends only: these events do not cross into worker processes.
 # Set by wait_for_event when its body starts, and when it returns; the test
 # sets the release. reset_wait_for_event() clears all three.

@@ -299,7 +299,7 @@ def test_a_worker_killed_from_outside_fails_its_task_and_the_others_run(
 def test_a_task_past_its_timeout_is_killed_and_the_other_child_goes_on(
     backends: Callable[..., ProcessPoolBackend], tmp_path: Path
 ) -> None:
-    timeout = 3.0
+    timeout = 1.5
     backend = backends("timeout", MP_CONTEXT="fork", MAX_WORKERS=2, TIMEOUT=timeout)
     halfway = tmp_path / "halfway"
     late_id = enqueue(backend, tasks.overrun, str(halfway), timeout * 2 / 3)
@@ -343,7 +343,7 @@ def test_waiting_tasks_run_on_a_new_worker_when_the_worker_dies(
 def test_a_waiting_task_runs_on_a_new_worker_after_a_timeout(
     backends: Callable[..., ProcessPoolBackend], tmp_path: Path
 ) -> None:
-    backend = backends("timeout1", MP_CONTEXT="fork", MAX_WORKERS=1, TIMEOUT=1.0)
+    backend = backends("timeout1", MP_CONTEXT="fork", MAX_WORKERS=1, TIMEOUT=0.5)
     halfway = tmp_path / "halfway"
     late_id = enqueue(backend, tasks.overrun, str(halfway), 0.0)
     late = wait_until_running(backend, late_id)

@@ -184,7 +184,7 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
 
 def test_run_after_holds_the_task_until_then(alias):
     backend = task_backends[alias]
-    run_after = timezone.now() + timedelta(seconds=1.5)
+    run_after = timezone.now() + timedelta(seconds=0.5)
     result = stamp.using(backend=alias, run_after=run_after).enqueue()
     current = backend.get_result(result.id)
     assert current.status == READY
@@ -217,7 +217,7 @@ def test_naive_run_after_is_invalid_with_use_tz(alias):
 def test_naive_run_after_works_without_use_tz(alias, settings):
     settings.USE_TZ = False
     backend = task_backends[alias]
-    run_after = timezone.now() + timedelta(seconds=1)
+    run_after = timezone.now() + timedelta(seconds=0.5)
     assert timezone.is_naive(run_after)
     result = stamp.using(backend=alias, run_after=run_after).enqueue()
     assert backend.get_result(result.id).status == READY

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from django.tasks import TaskResultStatus, task_backends
 
+from tests import tasks
 from tests.helpers import DEADLINE, temporary_alias, wait_until_running
-from tests.tasks import finish_in, hang, hang_started, square
+from tests.tasks import finish_in, square
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,7 +123,7 @@ def main(backend, scenario, queued, marker):
         never = marker.with_name("never")
         block_until.using(backend=backend).enqueue(str(never), started=str(marker))
     else:
-        finish_in.using(backend=backend).enqueue(1.0, str(marker))
+        finish_in.using(backend=backend).enqueue(0.5, str(marker))
         marker = marker.with_suffix(".started")
     deadline = time.monotonic() + 30
     while not marker.exists() and time.monotonic() < deadline:
@@ -152,7 +153,8 @@ def site(tmp_path):
         # src too: the subprocess runs the code of this tree, installed or not.
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO), str(REPO / "src")]),
         "STARTED_FILE": str(tmp_path / "started"),
-        "SHUTDOWN_TIMEOUT": "1",
+        # Short: the exits with a hung task wait this long for it.
+        "SHUTDOWN_TIMEOUT": "0.5",
     }
     return env
 
@@ -227,17 +229,21 @@ def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_fin
 
 
 def test_close_waits_no_longer_than_its_timeout_for_a_hung_task(caplog):
+    tasks.reset_wait_for_event()
     with temporary_alias("threads", MAX_WORKERS=1) as own:
         backend = task_backends[own]
-        hang_started.clear()
-        hung = hang.using(backend=own).enqueue()
-        assert hang_started.wait(30)
-        with caplog.at_level("WARNING", logger="django_tasks_local"):
-            backend.close(timeout=0.2)
-        assert backend.get_result(hung.id).status == TaskResultStatus.RUNNING
-        assert [
-            r.getMessage() for r in caplog.records if r.name == "django_tasks_local"
-        ] == [f"Task backend '{own}' closed while tasks were still running."]
+        try:
+            hung = tasks.wait_for_event.using(backend=own).enqueue()
+            assert tasks.wait_for_event_started.wait(DEADLINE)
+            with caplog.at_level("WARNING", logger="django_tasks_local"):
+                backend.close(timeout=0.2)
+            assert backend.get_result(hung.id).status == TaskResultStatus.RUNNING
+            assert [
+                r.getMessage() for r in caplog.records if r.name == "django_tasks_local"
+            ] == [f"Task backend '{own}' closed while tasks were still running."]
+        finally:
+            # Let it end: the alias's last close waits for it.
+            tasks.wait_for_event_release.set()
 
 
 def test_shutdown_timeout_defaults_to_five_seconds():
@@ -289,7 +295,7 @@ def test_exit_gives_a_running_task_time_to_finish(site, tmp_path, backend):
     site["SHUTDOWN_TIMEOUT"] = "30"
     done = run_exit_script(site, tmp_path, backend, "finish", queued=0)
     assert done.returncode == 0, done.stderr
-    # Written by the task one second after it started, after the script ended.
+    # Written by the task half a second after it started, after the script ended.
     assert (tmp_path / "finish-marker").read_text() == "finished"
     assert not package_log_lines(done.stderr, "still running"), done.stderr
 

@@ -39,11 +39,11 @@ def test_waiting_times_out_then_returns_when_done(one_worker):
     blocker = block_until.using(backend=solo).enqueue(str(gate))
     queued = square.using(backend=solo).enqueue(9)
     with pytest.raises(TimeoutError):
-        backend.wait_for_result(queued.id, timeout=0.2)
+        backend.wait_for_result(queued.id, timeout=0.1)
     with pytest.raises(TimeoutError):
-        wait(queued, timeout=0.2)
+        wait(queued, timeout=0.1)
     with pytest.raises(TimeoutError):
-        backend.wait_until_idle(timeout=0.2)
+        backend.wait_until_idle(timeout=0.1)
     assert backend.get_result(queued.id).status == READY
 
     gate.touch()
@@ -64,7 +64,7 @@ def test_waiting_returns_after_task_finished_receivers_ran(alias, how):
         receiving.set()
         # Slow on purpose: a waiter that did not wait for receivers would
         # return before the append.
-        threading.Event().wait(0.5)
+        threading.Event().wait(0.2)
         received.append(task_result.id)
 
     task_finished.connect(slow_receiver)
@@ -91,7 +91,7 @@ def test_await_result_leaves_the_event_loop_free(one_worker):
 
     async def main():
         with pytest.raises(TimeoutError):
-            await await_result(blocker, timeout=0.2)
+            await await_result(blocker, timeout=0.1)
         waiter = asyncio.create_task(await_result(blocker, timeout=DEADLINE))
         await asyncio.sleep(0)  # the waiter is now waiting
         assert not waiter.done()
