@@ -1,31 +1,45 @@
-"""Helpers shared by the test modules: waiting with a deadline, temporary aliases, the signal log."""
+"""Helpers shared by the test modules: waiting with a deadline, temporary
+aliases, the signal log, and the backends a user might write."""
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
+import socket
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import django
 import pytest
 from django.conf import settings
-from django.tasks import TaskResult, task_backends
+from django.db import connections
+from django.tasks import Task, TaskResult, task_backends
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.test import override_settings
 
-#: Seconds a test waits for what should happen at once: a deadline, never
-#: reached unless something is broken.
-DEADLINE = 30.0
+from django_tasks_local import (
+    ExecutorBackend,
+    PickleSerializer,
+    ThreadPool,
+    ThreadPoolBackend,
+)
 
-BACKENDS = {
-    "threads": "django_tasks_local.ThreadPoolBackend",
-    "processes": "django_tasks_local.ProcessPoolBackend",
-}
+#: Seconds a test waits for what should happen at once: a deadline, never
+#: reached unless something is broken. Generous: the machine is small and shared.
+DEADLINE = 60.0
 
 _numbers = itertools.count()
+
+
+# -- waiting with a deadline -------------------------------------------------
 
 
 def wait_until(
@@ -41,20 +55,31 @@ def wait_until(
         time.sleep(0.01)
 
 
-def wait_until_running(backend: Any, result_id: str) -> None:
-    """Wait until the task has started (``backend``: an alias or a backend)."""
-    if isinstance(backend, str):
-        backend = task_backends[backend]
-    wait_until(
-        lambda: backend.get_result(result_id).status == "RUNNING",
-        message=f"task {result_id} running",
-    )
+def _backend(backend: Any) -> Any:
+    return task_backends[backend] if isinstance(backend, str) else backend
+
+
+def wait_until_running(backend: Any, result_id: str) -> TaskResult:
+    """Wait until the task has started (``backend``: an alias or a backend).
+
+    Fails at once if the task finishes instead.
+    """
+    backend = _backend(backend)
+
+    def running() -> bool:
+        result = backend.get_result(result_id)
+        assert not result.is_finished, (
+            f"task {result_id} finished as {result.status}: {result.errors}"
+        )
+        return result.status == "RUNNING"
+
+    wait_until(running, message=f"task {result_id} running")
+    return backend.get_result(result_id)
 
 
 def wait_until_finished(backend: Any, result_id: str) -> TaskResult:
     """Wait until the task has finished, by polling (not by the backend's own wait)."""
-    if isinstance(backend, str):
-        backend = task_backends[backend]
+    backend = _backend(backend)
     wait_until(
         lambda: backend.get_result(result_id).is_finished,
         message=f"task {result_id} finished",
@@ -62,19 +87,49 @@ def wait_until_finished(backend: Any, result_id: str) -> TaskResult:
     return backend.get_result(result_id)
 
 
+def run_and_wait(backend: Any, task: Task, *args: Any, **kwargs: Any) -> TaskResult:
+    """Enqueue ``task`` on ``backend`` (an alias or a backend); its finished result."""
+    backend = _backend(backend)
+    result = task.using(backend=backend.alias).enqueue(*args, **kwargs)
+    return backend.wait_for_result(result.id, timeout=DEADLINE)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, deadline: float) -> str:
+    """GET ``url``, retrying while the server is not up yet (until ``deadline``)."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def read_log(path: Path) -> list[str]:
+    """The labels that ``tasks.log_label`` wrote to ``path``, in order."""
+    return path.read_text().split() if path.exists() else []
+
+
+# -- aliases -------------------------------------------------------------------
+
+
 @contextmanager
 def temporary_alias(like: str, **options: Any) -> Iterator[str]:
     """A new alias with the backend of ``like`` and these OPTIONS added: a
-    runtime of its own, closed after.
+    runtime of its own (which the test may fill or close), closed after.
 
-    ``like``: a key of BACKENDS, a backend's dotted path, or an alias of TASKS.
+    ``like``: an alias of TASKS (its OPTIONS are kept, these added), or a
+    backend's dotted path.
     """
-    if like in BACKENDS:
-        base: dict[str, Any] = {"BACKEND": BACKENDS[like]}
-    elif "." in like:
-        base = {"BACKEND": like}
-    else:
-        base = settings.TASKS[like]
+    base = settings.TASKS.get(like, {"BACKEND": like})
     alias = f"temporary-{like.rpartition('.')[2]}-{next(_numbers)}"
     params = {
         "BACKEND": base["BACKEND"],
@@ -88,6 +143,9 @@ def temporary_alias(like: str, **options: Any) -> Iterator[str]:
             # A backend configured wrongly (a test of that) has nothing to close.
             if not backend.check():
                 backend.close(timeout=DEADLINE)
+
+
+# -- signals -------------------------------------------------------------------
 
 
 class SignalLog:
@@ -138,3 +196,81 @@ class SignalLog:
     def __exit__(self, *exc_info: object) -> None:
         for name, signal in self.signals.items():
             signal.disconnect(self._receivers[name])
+
+
+# -- workers -------------------------------------------------------------------
+
+
+def worker_is_alive(worker_id: str) -> bool:
+    """Whether the thread or process named by a worker id still runs."""
+    _host, pid, *thread = worker_id.split(":", 2)
+    if thread:
+        return int(pid) == os.getpid() and thread[0] in {
+            t.name for t in threading.enumerate()
+        }
+    return int(pid) in {child.pid for child in multiprocessing.active_children()}
+
+
+def postgres_pid() -> int:
+    """The server pid of this thread's connection to the ``postgres`` alias."""
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+# -- backends a user might write -------------------------------------------------
+
+
+class PrefixedThreadPoolBackend(ExecutorBackend):
+    """Tasks on a stdlib thread pool whose threads carry the project's own name.
+
+    One executor call per task: the core hands it a task only when a worker
+    is free.
+    """
+
+    def create_executor(self) -> Executor:
+        return ThreadPoolExecutor(
+            self.settings["MAX_WORKERS"], thread_name_prefix="project-pool"
+        )
+
+
+class StdlibProcessPoolBackend(ExecutorBackend):
+    """Tasks on the stdlib process pool, which cannot report a start as it happens.
+
+    The core then applies the start (with the worker's own time) when the
+    outcome arrives, just before the end.
+    """
+
+    serializer = PickleSerializer()
+
+    def create_executor(self) -> Executor:
+        return ProcessPoolExecutor(
+            self.settings["MAX_WORKERS"],
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=django.setup,
+        )
+
+
+#: Aliases of the two backends above, for override_settings.
+CUSTOM_ALIASES = {
+    "custom_threads": {
+        "BACKEND": f"{__name__}.PrefixedThreadPoolBackend",
+        "OPTIONS": {"MAX_WORKERS": 2},
+    },
+    "custom_processes": {
+        "BACKEND": f"{__name__}.StdlibProcessPoolBackend",
+        "OPTIONS": {"MAX_WORKERS": 2},
+    },
+}
+
+
+class _UnstoppablePool(ThreadPool):
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        raise RuntimeError("this executor cannot shut down")
+
+
+class BrokenShutdownBackend(ThreadPoolBackend):
+    """A backend whose executor raises on shutdown (for the exit tests)."""
+
+    def create_executor(self) -> ThreadPool:
+        return _UnstoppablePool(1)

@@ -1,10 +1,58 @@
-"""Module-level tasks the tests enqueue (worker processes import them from here)."""
+"""Every task the tests enqueue, and the plain functions they hand to executors.
 
+Worker processes import them from here by path (``tests.tasks.add``), so
+everything is module level and plain ``@task`` (the default alias): a test
+picks its backend with ``.using(backend=alias)``. The module imports a model
+at the top, as a real project's task module does: a spawned worker must have
+set Django up before it can import it.
+
+docs/scheduling.md shows the section between the ``--8<--`` markers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ctypes
+import os
 import threading
+import time
+from pathlib import Path
 
+from django.db import connections, transaction
 from django.tasks import task
+from django.utils import timezone
 
 from django_tasks_local import current_result_id
+from tests.models import Record
+
+# A task held until a test lets it go gives up after this long, so that a
+# failing test ends instead of leaving a worker blocked for ever.
+GIVE_UP = 60.0
+
+# A module global that tasks change in their worker process.
+STATE: dict[str, object] = {}
+
+
+def _wait_for_path(path: str) -> None:
+    deadline = time.monotonic() + GIVE_UP
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {GIVE_UP}s")
+        time.sleep(0.01)
+
+
+# -- return values -----------------------------------------------------------
+
+
+@task
+def noop():
+    return None
+
+
+@task
+def answer():
+    return 42
 
 
 @task
@@ -18,18 +66,84 @@ def echo(*args, **kwargs):
 
 
 @task
-def return_tuple():
-    return (1, 2)
+def argument_types(*args, **kwargs):
+    """The types the task body received, by name."""
+    return {
+        "args": [type(value).__name__ for value in args],
+        "kwargs": {name: type(value).__name__ for name, value in kwargs.items()},
+    }
 
 
 @task
-def fail(message="boom"):
+def mutate_arguments(items, mapping):
+    items.append("added by the task")
+    mapping["added"] = "by the task"
+    return [items, mapping]
+
+
+@task
+def nested_tuple():
+    return (1, (2, 3), {"key": (4,)})
+
+
+@task
+def nested_dict():
+    return {"items": [1, 2], "inner": {"key": "value"}}
+
+
+@task
+def return_datetime():
+    return timezone.now()
+
+
+@task
+def return_unnormalizable():
+    """Not JSON, and not picklable either."""
+    return threading.Lock()
+
+
+@task
+def return_set():
+    return {1, 2}
+
+
+@task
+def return_unpicklable_str():
+    """A str subclass survives normalize_json but cannot be pickled back."""
+
+    class Label(str):
+        pass
+
+    return Label("made in the worker")
+
+
+# -- exceptions --------------------------------------------------------------
+
+
+@task
+def raise_value_error(message="boom"):
     raise ValueError(message)
 
 
 @task
-def exit_task():
+def raise_system_exit():
     raise SystemExit(3)
+
+
+@task
+def raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+@task
+def raise_in_finally():
+    try:
+        return "never seen"
+    finally:
+        raise RuntimeError("raised inside finally")
+
+
+# -- what a task knows of itself ---------------------------------------------
 
 
 @task
@@ -37,22 +151,279 @@ def own_result_id():
     return current_result_id.get()
 
 
+@task
+async def async_own_result_id():
+    # Awaits something real, so the body truly runs on a running event loop.
+    await asyncio.sleep(0)
+    return current_result_id.get()
+
+
+@task
+def result_id_in_a_thread():
+    """What a thread started by the task sees, given a copy of the task's context."""
+    seen = []
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(lambda: seen.append(current_result_id.get()),)
+    )
+    thread.start()
+    thread.join()
+    return seen
+
+
 @task(takes_context=True)
-def with_context(context, value):
-    return {"id": context.task_result.id, "attempt": context.attempt, "value": value}
+def context_of_task(context, value):
+    result = context.task_result
+    return {
+        "id": result.id,
+        "attempt": context.attempt,
+        "status": result.status,
+        "worker_ids": result.worker_ids,
+        "value": value,
+    }
 
 
-# Set by wait_for_event when its body starts; it then waits for the release.
+@task(takes_context=True)
+async def async_with_context(context, value):
+    await asyncio.sleep(0)
+    return {
+        "context_id": context.task_result.id,
+        "current_id": current_result_id.get(),
+        "attempt": context.attempt,
+        "value": value,
+    }
+
+
+@task
+def pid():
+    return os.getpid()
+
+
+@task
+def native_thread_id():
+    """The operating system's id of the thread that runs the task: unique
+    among the threads and processes alive, so it names one worker."""
+    return threading.get_native_id()
+
+
+# -- holding a worker ----------------------------------------------------------
+
+
+@task
+def block_until(path, started=None):
+    """Hold a worker until ``path`` exists (a file: it works across processes).
+
+    ``started``: a file to write the body's start time to first. Returns the
+    worker's pid.
+    """
+    if started is not None:
+        Path(started).write_text(timezone.now().isoformat())
+    _wait_for_path(path)
+    return os.getpid()
+
+
+@task
+def log_label(path, label):
+    """Append ``label`` to the file at ``path``: an order log across processes."""
+    with open(path, "a") as log:
+        log.write(f"{label}\n")
+    return label
+
+
+@task
+def finish_in(seconds, path):
+    """Writes ``path``.started, runs ``seconds`` (a stand-in for work), writes ``path``."""
+    Path(path).with_suffix(".started").write_text("started")
+    threading.Event().wait(seconds)
+    Path(path).write_text("finished")
+    return "finished"
+
+
 # Thread backends only: these events do not cross into worker processes.
+# Set by wait_for_event when its body starts, and when it returns; the test
+# sets the release. reset_wait_for_event() clears all three.
 wait_for_event_started = threading.Event()
 wait_for_event_release = threading.Event()
 wait_for_event_returned = threading.Event()
 
 
+def reset_wait_for_event():
+    for event in (
+        wait_for_event_started,
+        wait_for_event_release,
+        wait_for_event_returned,
+    ):
+        event.clear()
+
+
 @task
 def wait_for_event():
     wait_for_event_started.set()
-    if not wait_for_event_release.wait(60):
+    if not wait_for_event_release.wait(GIVE_UP):
         raise TimeoutError("never released")
     wait_for_event_returned.set()
     return "released"
+
+
+# -- worker processes: faults, the ORM, state ----------------------------------
+
+
+@task
+def exit_hard(code):
+    os._exit(code)
+
+
+@task
+def segfault():
+    ctypes.string_at(0)
+
+
+@task
+def overrun(halfway_path, halfway):
+    """Work for ``halfway`` seconds, say so by creating ``halfway_path``, go on for ever."""
+    time.sleep(halfway)
+    Path(halfway_path).touch()
+    time.sleep(GIVE_UP)
+
+
+@task
+def wait_until_gone(other_pid):
+    """Run until the process ``other_pid`` no longer exists."""
+    deadline = time.monotonic() + GIVE_UP
+    while time.monotonic() < deadline:
+        try:
+            os.kill(other_pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.01)
+    raise TimeoutError(f"process {other_pid} still exists")
+
+
+@task
+def orm_roundtrip(label):
+    """Write a row and read every row back, on the default (SQLite) database."""
+    Record.objects.create(label=label, value=os.getpid())
+    return {
+        "labels": sorted(Record.objects.values_list("label", flat=True)),
+        "in_atomic_block": connections["default"].in_atomic_block,
+    }
+
+
+@task
+def count_records(label):
+    return Record.objects.filter(label=label).count()
+
+
+@task
+def postgres_backend_pid():
+    """The server pid of this worker's connection to the ``postgres`` alias."""
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+@task
+def swap_global(key, value):
+    """Set STATE[key] in this worker; return what it was here before."""
+    before = STATE.get(key)
+    STATE[key] = value
+    return before
+
+
+@task
+def enqueue_add(alias, a, b):
+    """Enqueue a task from inside a task."""
+    result = add.using(backend=alias).enqueue(a, b)
+    return {"id": result.id, "status": result.status, "backend": result.backend}
+
+
+@task
+def enqueue_in_transaction(alias, label, commit):
+    """Save a row and enqueue a task reading it, in one transaction; roll back unless ``commit``."""
+    enqueued = []
+
+    class RollBack(Exception):
+        pass
+
+    try:
+        with transaction.atomic():
+            Record.objects.create(label=label)
+            enqueued.append(count_records.using(backend=alias).enqueue(label))
+            if not commit:
+                raise RollBack
+    except RollBack:
+        pass
+    return enqueued[0].id
+
+
+# --8<-- [start:docs]
+# In memory: these examples use the thread backend.
+NOTES = []  # what ran, in order
+PERMITS = threading.Semaphore(0)  # each one lets a hold_worker task finish
+
+
+@task
+def hold_worker():
+    if not PERMITS.acquire(timeout=60):
+        raise TimeoutError("No permit came.")
+
+
+@task
+def note(label):
+    NOTES.append(label)
+    return label
+
+
+@task
+def stamp():
+    """The time (POSIX seconds) at which the task body ran."""
+    return time.time()
+
+
+@task
+def square(number):
+    return number * number
+
+
+@task
+def read_record(label, using="default"):
+    """The value of the Record with ``label``, or None when the task cannot see it."""
+    record = Record.objects.using(using).filter(label=label).first()
+    return None if record is None else record.value
+
+
+@task
+async def greet(name):
+    await asyncio.sleep(0.01)  # e.g. an HTTP call with an async client
+    return f"Hello, {name}! (result {current_result_id.get()})"
+
+
+# --8<-- [end:docs]
+
+
+# -- plain functions, for the executors on their own ---------------------------
+
+
+def plain_pid():
+    return os.getpid()
+
+
+def plain_block_until(path):
+    _wait_for_path(path)
+    return os.getpid()
+
+
+def plain_mark_then_block(mark, path):
+    Path(mark).touch()
+    return plain_block_until(path)
+
+
+def unpicklable_result():
+    return threading.Lock()
+
+
+def touch_then_exit_hard(path):
+    """Leave a mark per attempt (the file grows by a line), then die."""
+    with open(path, "a") as marks:
+        marks.write("attempt\n")
+    os._exit(5)

@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import DEADLINE, free_port, http_get
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DEADLINE = 60
 
 SETTINGS = """
 SECRET_KEY = "asgi-tests"
 USE_TZ = True
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1"]
-INSTALLED_APPS = []
+INSTALLED_APPS = ["tests"]
 ROOT_URLCONF = "asgi_urls"
 DATABASES = {}
 OPTIONS = {"MAX_WORKERS": 1, "SHUTDOWN_TIMEOUT": 30}
@@ -45,7 +44,7 @@ from pathlib import Path
 from django.http import HttpResponse
 from django.urls import path
 
-from tests.reliability_tasks import finish_in
+from tests.tasks import finish_in
 
 
 def enqueue(request):
@@ -69,24 +68,6 @@ from django_tasks_local.asgi import close_on_shutdown
 application = close_on_shutdown(get_asgi_application())
 unwrapped = get_asgi_application()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(url: str, deadline: float) -> str:
-    """GET ``url``, retrying while the server is not up yet."""
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                return response.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 SERVERS = {
@@ -138,7 +119,7 @@ def serve_and_stop(tmp_path: Path, server: str, app: str, backend: str) -> str:
         try:
             deadline = time.monotonic() + DEADLINE
             url = f"http://127.0.0.1:{port}/enqueue/?backend={backend}"
-            assert get(url, deadline) == "started", log_path.read_text()
+            assert http_get(url, deadline) == "started", log_path.read_text()
             # As a process manager stops a service: SIGTERM to the server.
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=DEADLINE)

@@ -1,21 +1,18 @@
 """Django's Tasks contract, on every backend: the two shipped, and two a user writes.
 
 Each test runs on ThreadPoolBackend, ProcessPoolBackend and the two custom
-``ExecutorBackend`` subclasses below, which put the same core on a stdlib
-``concurrent.futures`` executor in a dozen lines each.
+``ExecutorBackend`` subclasses of tests/helpers.py, which put the same core on
+a stdlib ``concurrent.futures`` executor in a dozen lines each.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import threading
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
-import django
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
@@ -24,55 +21,23 @@ from django.tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
 from django.test import override_settings
 from django.utils import timezone
 
-from django_tasks_local import ExecutorBackend, PickleSerializer
-from tests import contract_tasks
-from tests.contract_tasks import DEADLINE, SignalLog, temporary_alias, wait_until
+from django_tasks_local import ExecutorBackend
+from tests import tasks
+from tests.helpers import (
+    CUSTOM_ALIASES,
+    DEADLINE,
+    SignalLog,
+    run_and_wait,
+    temporary_alias,
+    wait_until,
+    worker_is_alive,
+)
 
 READY = TaskResultStatus.READY
 RUNNING = TaskResultStatus.RUNNING
 SUCCESSFUL = TaskResultStatus.SUCCESSFUL
 FAILED = TaskResultStatus.FAILED
 
-
-# -- a user's own backends -----------------------------------------------------
-
-
-class PrefixedThreadPoolBackend(ExecutorBackend):
-    """Tasks on a stdlib thread pool whose threads carry the project's own name."""
-
-    def create_executor(self) -> Executor:
-        return ThreadPoolExecutor(
-            self.settings["MAX_WORKERS"], thread_name_prefix="project-pool"
-        )
-
-
-class StdlibProcessPoolBackend(ExecutorBackend):
-    """Tasks on the stdlib process pool, which cannot report a start as it happens.
-
-    The core then applies the start (with the worker's own time) when the
-    outcome arrives, just before the end.
-    """
-
-    serializer = PickleSerializer()
-
-    def create_executor(self) -> Executor:
-        return ProcessPoolExecutor(
-            self.settings["MAX_WORKERS"],
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=django.setup,
-        )
-
-
-CUSTOM_ALIASES = {
-    "custom_threads": {
-        "BACKEND": f"{__name__}.PrefixedThreadPoolBackend",
-        "OPTIONS": {"MAX_WORKERS": 2},
-    },
-    "custom_processes": {
-        "BACKEND": f"{__name__}.StdlibProcessPoolBackend",
-        "OPTIONS": {"MAX_WORKERS": 2},
-    },
-}
 # Backends whose workers report a task's start as it happens.
 LIVE_START = {"threads", "processes", "custom_threads"}
 IN_PROCESS = {"threads", "custom_threads"}
@@ -96,28 +61,12 @@ def signals():
         yield log
 
 
-def run(backend: ExecutorBackend, task, *args, **kwargs):
-    """Enqueue ``task`` on ``backend`` and return its finished result."""
-    result = task.using(backend=backend.alias).enqueue(*args, **kwargs)
-    return backend.wait_for_result(result.id, timeout=DEADLINE)
-
-
-def worker_is_alive(worker_id: str) -> bool:
-    """Whether the thread or process named by a worker id still runs."""
-    _host, pid, *thread = worker_id.split(":", 2)
-    if thread:
-        return int(pid) == os.getpid() and thread[0] in {
-            t.name for t in threading.enumerate()
-        }
-    return int(pid) in {child.pid for child in multiprocessing.active_children()}
-
-
 # -- enqueue ---------------------------------------------------------------------
 
 
 def test_enqueue_returns_a_ready_result(backend, signals):
     before = timezone.now()
-    result = contract_tasks.argument_types.using(backend=backend.alias).enqueue(
+    result = tasks.argument_types.using(backend=backend.alias).enqueue(
         (1, 2), "text", key=(3,)
     )
     after = timezone.now()
@@ -135,7 +84,7 @@ def test_enqueue_returns_a_ready_result(backend, signals):
 
 
 def test_the_task_receives_the_normalized_arguments(backend):
-    result = run(backend, contract_tasks.argument_types, (1, 2), "text", key=(3,))
+    result = run_and_wait(backend, tasks.argument_types, (1, 2), "text", key=(3,))
 
     assert result.status == SUCCESSFUL
     assert result.return_value == {"args": ["list", "str"], "kwargs": {"key": "list"}}
@@ -146,15 +95,20 @@ def test_the_task_receives_the_normalized_arguments(backend):
 
 def test_started_at_is_when_the_body_started(alias, signals, tmp_path: Path):
     # An alias of its own: no other test's task may hold one of its workers.
-    with temporary_alias(f"start-{alias}", like=alias) as backend:
-        check_start_times(backend, alias, alias in LIVE_START, signals, tmp_path)
+    with temporary_alias(alias) as own:
+        check_start_times(
+            task_backends[own], alias, alias in LIVE_START, signals, tmp_path
+        )
 
 
 def check_start_times(backend, kind, live_start, signals, tmp_path):
     alias = backend.alias
     workers = backend.settings["MAX_WORKERS"]
+    release = tmp_path / "release"
     blockers = [
-        contract_tasks.block.using(backend=alias).enqueue(str(tmp_path), f"blocker{n}")
+        tasks.block_until.using(backend=alias).enqueue(
+            str(release), started=str(tmp_path / f"blocker{n}.started")
+        )
         for n in range(workers)
     ]
     wait_until(
@@ -162,7 +116,7 @@ def check_start_times(backend, kind, live_start, signals, tmp_path):
     )
 
     # Every worker is busy: this one must wait for a blocker to end.
-    late = contract_tasks.noop.using(backend=alias).enqueue()
+    late = tasks.noop.using(backend=alias).enqueue()
     assert backend.get_result(late.id).status == READY
 
     if live_start:
@@ -190,7 +144,7 @@ def check_start_times(backend, kind, live_start, signals, tmp_path):
         assert {backend.get_result(b.id).status for b in blockers} == {READY}
 
     released_at = timezone.now()
-    (tmp_path / "release").touch()
+    release.touch()
 
     late = backend.wait_for_result(late.id, timeout=DEADLINE)
     assert late.enqueued_at <= released_at <= late.started_at == late.last_attempted_at
@@ -219,7 +173,7 @@ def check_start_times(backend, kind, live_start, signals, tmp_path):
 
 
 def test_return_value_is_json_normalized(backend):
-    result = run(backend, contract_tasks.nested_tuple)
+    result = run_and_wait(backend, tasks.nested_tuple)
 
     assert result.status == SUCCESSFUL
     assert result.return_value == [1, [2, 3], {"key": [4]}]
@@ -227,11 +181,9 @@ def test_return_value_is_json_normalized(backend):
     assert result.started_at <= result.finished_at
 
 
-@pytest.mark.parametrize(
-    "task", [contract_tasks.return_datetime, contract_tasks.return_object]
-)
+@pytest.mark.parametrize("task", [tasks.return_datetime, tasks.return_unnormalizable])
 def test_a_return_value_that_is_not_json_fails_the_task(backend, task):
-    result = run(backend, task)
+    result = run_and_wait(backend, task)
 
     assert result.status == FAILED
     error = result.errors[-1]
@@ -242,7 +194,7 @@ def test_a_return_value_that_is_not_json_fails_the_task(backend, task):
 
 
 def test_an_exception_is_captured_with_the_tasks_traceback(backend):
-    result = run(backend, contract_tasks.raise_value_error, "the task's own message")
+    result = run_and_wait(backend, tasks.raise_value_error, "the task's own message")
 
     assert result.status == FAILED
     assert result.attempts == 1
@@ -251,38 +203,42 @@ def test_an_exception_is_captured_with_the_tasks_traceback(backend):
     assert error.exception_class_path == "builtins.ValueError"
     assert error.exception_class is ValueError
     # Formatted where the task ran: its own frame is in it.
-    assert "contract_tasks.py" in error.traceback
+    assert "tests/tasks.py" in error.traceback
     assert "in raise_value_error" in error.traceback
     assert "ValueError: the task's own message" in error.traceback
 
 
-def test_system_exit_fails_only_its_task(backend):
-    run(backend, contract_tasks.noop)
-    executor = backend.runtime._executor
+def test_system_exit_fails_only_its_task(alias):
+    # One worker, of an alias of its own: every task runs on that worker.
+    with temporary_alias(alias, MAX_WORKERS=1) as own:
+        before = run_and_wait(own, tasks.native_thread_id)
 
-    # Nothing escapes into the caller of enqueue().
-    result = run(backend, contract_tasks.raise_system_exit)
+        # Nothing escapes into the caller of enqueue().
+        result = run_and_wait(own, tasks.raise_system_exit)
 
-    assert result.status == FAILED
-    assert result.errors[-1].exception_class is SystemExit
-    assert "in raise_system_exit" in result.errors[-1].traceback
-    assert worker_is_alive(result.worker_ids[0])
-    # Later tasks still run, on the same pool.
-    assert run(backend, contract_tasks.noop).status == SUCCESSFUL
-    assert backend.runtime._executor is executor
+        assert result.status == FAILED
+        assert result.errors[-1].exception_class is SystemExit
+        assert "in raise_system_exit" in result.errors[-1].traceback
+        assert worker_is_alive(result.worker_ids[0])
+        # Later tasks still run, on the same worker of the same pool: not on
+        # a thread or process that replaced it.
+        after = run_and_wait(own, tasks.native_thread_id)
+        assert after.status == SUCCESSFUL
+        assert after.return_value == before.return_value
+        assert after.worker_ids == result.worker_ids == before.worker_ids
 
 
 @pytest.mark.parametrize(
     ("task", "class_path"),
     [
-        (contract_tasks.raise_value_error, "builtins.ValueError"),
-        (contract_tasks.raise_system_exit, "builtins.SystemExit"),
-        (contract_tasks.raise_keyboard_interrupt, "builtins.KeyboardInterrupt"),
+        (tasks.raise_value_error, "builtins.ValueError"),
+        (tasks.raise_system_exit, "builtins.SystemExit"),
+        (tasks.raise_keyboard_interrupt, "builtins.KeyboardInterrupt"),
     ],
 )
 def test_every_exception_is_recorded_as_its_own_class(backend, task, class_path):
-    args = ["message"] if task is contract_tasks.raise_value_error else []
-    [error] = run(backend, task, *args).errors
+    args = ["message"] if task is tasks.raise_value_error else []
+    [error] = run_and_wait(backend, task, *args).errors
     assert error.exception_class_path == class_path
 
 
@@ -290,7 +246,7 @@ def test_a_failed_tasks_log_line_carries_its_exception_and_traceback(backend, ca
     # As under ImmediateBackend: Django's receiver logs sys.exc_info(), so
     # task_finished is sent with the exception in hand.
     with caplog.at_level("INFO", logger="django.tasks"):
-        result = run(backend, contract_tasks.raise_value_error, "the logged message")
+        result = run_and_wait(backend, tasks.raise_value_error, "the logged message")
     [record] = [
         record
         for record in caplog.records
@@ -308,7 +264,7 @@ def test_a_failed_tasks_log_line_carries_its_exception_and_traceback(backend, ca
 
 
 def test_an_async_task_runs(backend):
-    result = run(backend, contract_tasks.async_own_result_id)
+    result = run_and_wait(backend, tasks.async_own_result_id)
 
     assert result.status == SUCCESSFUL
     assert result.return_value == result.id
@@ -320,13 +276,13 @@ def test_an_async_task_runs(backend):
 @pytest.mark.parametrize(
     ("task", "final"),
     [
-        (contract_tasks.nested_tuple, SUCCESSFUL),
-        (contract_tasks.raise_value_error, FAILED),
+        (tasks.nested_tuple, SUCCESSFUL),
+        (tasks.raise_value_error, FAILED),
     ],
 )
 def test_each_signal_is_sent_once_in_this_process(backend, signals, task, final):
     args = ("boom",) if final == FAILED else ()
-    result = run(backend, task, *args)
+    result = run_and_wait(backend, task, *args)
 
     assert signals.sent(result.id) == [
         ("enqueued", READY),
@@ -359,12 +315,12 @@ def observed(result, signals):
 @pytest.mark.parametrize(
     ("task", "args", "kwargs"),
     [
-        (contract_tasks.argument_types, ((1, 2), "text"), {"key": (3,)}),
-        (contract_tasks.argument_types, ({1: b"bytes"}, [True, None, 1.5]), {"k": {}}),
-        (contract_tasks.nested_tuple, (), {}),
-        (contract_tasks.return_datetime, (), {}),
-        (contract_tasks.raise_value_error, ("boom",), {}),
-        (contract_tasks.raise_system_exit, (), {}),
+        (tasks.argument_types, ((1, 2), "text"), {"key": (3,)}),
+        (tasks.argument_types, ({1: b"bytes"}, [True, None, 1.5]), {"k": {}}),
+        (tasks.nested_tuple, (), {}),
+        (tasks.return_datetime, (), {}),
+        (tasks.raise_value_error, ("boom",), {}),
+        (tasks.raise_system_exit, (), {}),
     ],
 )
 def test_results_look_as_django_immediate_backend_makes_them(
@@ -373,7 +329,7 @@ def test_results_look_as_django_immediate_backend_makes_them(
     immediate = {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}
     with override_settings(TASKS={**settings.TASKS, "immediate": immediate}):
         expected = task.using(backend="immediate").enqueue(*args, **kwargs)
-        result = run(backend, task, *args, **kwargs)
+        result = run_and_wait(backend, task, *args, **kwargs)
 
     assert observed(result, signals) == observed(expected, signals)
 
@@ -382,7 +338,7 @@ def test_results_look_as_django_immediate_backend_makes_them(
 
 
 def test_a_task_taking_context_gets_its_result(backend):
-    result = run(backend, contract_tasks.context_of_task, "value")
+    result = run_and_wait(backend, tasks.context_of_task, "value")
 
     assert result.status == SUCCESSFUL
     assert result.return_value == {
@@ -398,7 +354,7 @@ def test_a_task_taking_context_gets_its_result(backend):
 
 
 def test_get_result_returns_a_copy(backend):
-    result = run(backend, contract_tasks.nested_dict)
+    result = run_and_wait(backend, tasks.nested_dict)
     stored = backend.get_result(result.id)
 
     copy = backend.get_result(result.id)
@@ -417,7 +373,7 @@ def test_get_result_returns_a_copy(backend):
 
 
 def test_a_copy_of_the_arguments_is_independent(backend):
-    result = contract_tasks.argument_types.using(backend=backend.alias).enqueue(
+    result = tasks.argument_types.using(backend=backend.alias).enqueue(
         [1, [2]], key={"a": [3]}
     )
     result.args[0][1].append("changed")
@@ -429,7 +385,7 @@ def test_a_copy_of_the_arguments_is_independent(backend):
 
 
 def test_what_the_task_does_to_its_arguments_stays_in_the_task(backend):
-    result = run(backend, contract_tasks.mutate_arguments, [1], {"a": [2]})
+    result = run_and_wait(backend, tasks.mutate_arguments, [1], {"a": [2]})
 
     assert result.return_value == [
         [1, "added by the task"],
@@ -439,7 +395,7 @@ def test_what_the_task_does_to_its_arguments_stays_in_the_task(backend):
 
 
 def test_refresh_and_arefresh(backend):
-    task = contract_tasks.nested_tuple.using(backend=backend.alias)
+    task = tasks.nested_tuple.using(backend=backend.alias)
     first, second = task.enqueue(), task.enqueue()
     backend.wait_for_result(first.id, timeout=DEADLINE)
     backend.wait_for_result(second.id, timeout=DEADLINE)
@@ -454,7 +410,7 @@ def test_refresh_and_arefresh(backend):
 
 
 def test_aenqueue_and_aget_result(backend):
-    task = contract_tasks.argument_types.using(backend=backend.alias)
+    task = tasks.argument_types.using(backend=backend.alias)
 
     async def enqueue_wait_and_fetch():
         enqueued = await task.aenqueue((1,))
@@ -470,13 +426,10 @@ def test_aenqueue_and_aget_result(backend):
 
 
 def test_another_tasks_result_is_a_mismatch(backend):
-    result = run(backend, contract_tasks.noop)
-    other = contract_tasks.own_result_id.using(backend=backend.alias)
+    result = run_and_wait(backend, tasks.noop)
+    other = tasks.own_result_id.using(backend=backend.alias)
 
-    assert (
-        contract_tasks.noop.using(backend=backend.alias).get_result(result.id).id
-        == result.id
-    )
+    assert tasks.noop.using(backend=backend.alias).get_result(result.id).id == result.id
     with pytest.raises(TaskResultMismatch):
         other.get_result(result.id)
     with pytest.raises(TaskResultMismatch):
@@ -489,14 +442,14 @@ def test_an_unknown_id_does_not_exist(backend):
     with pytest.raises(TaskResultDoesNotExist):
         backend.get_result(12345)
     with pytest.raises(TaskResultDoesNotExist):
-        contract_tasks.noop.using(backend=backend.alias).get_result("no-such-id")
+        tasks.noop.using(backend=backend.alias).get_result("no-such-id")
     with pytest.raises(TaskResultDoesNotExist):
         async_to_sync(backend.aget_result)("no-such-id")
 
 
 def test_results_belong_to_their_alias(backend):
     other_alias = "processes" if backend.alias == "threads" else "threads"
-    result = run(backend, contract_tasks.noop)
+    result = run_and_wait(backend, tasks.noop)
 
     with pytest.raises(TaskResultDoesNotExist):
         task_backends[other_alias].get_result(result.id)
@@ -515,7 +468,7 @@ def timestamps(result):
 
 
 def test_timestamps_are_aware_with_use_tz(backend):
-    result = run(backend, contract_tasks.noop)
+    result = run_and_wait(backend, tasks.noop)
 
     assert all(timezone.is_aware(moment) for moment in timestamps(result))
 
@@ -524,7 +477,7 @@ def test_timestamps_are_aware_with_use_tz(backend):
 def test_timestamps_are_naive_without_use_tz(backend):
     if backend.alias not in IN_PROCESS:
         pytest.skip("override_settings does not reach a worker process")
-    result = run(backend, contract_tasks.noop)
+    result = run_and_wait(backend, tasks.noop)
 
     assert all(timezone.is_naive(moment) for moment in timestamps(result))
     assert result.enqueued_at <= result.started_at <= result.finished_at
@@ -539,7 +492,7 @@ def test_instances_of_one_alias_share_one_runtime(backend):
     def enqueue_in_another_thread():
         other = task_backends[backend.alias]
         in_thread["backend"] = other
-        in_thread["result"] = contract_tasks.noop.using(backend=backend.alias).enqueue()
+        in_thread["result"] = tasks.noop.using(backend=backend.alias).enqueue()
 
     thread = threading.Thread(target=enqueue_in_another_thread)
     thread.start()
@@ -564,12 +517,11 @@ def test_changed_settings_give_a_new_runtime(backend, tmp_path: Path):
             1,
             1,
         )
-        first = contract_tasks.block.using(backend=alias).enqueue(
-            str(tmp_path), "first"
+        release = str(tmp_path / "release")
+        first = tasks.block_until.using(backend=alias).enqueue(
+            release, started=str(tmp_path / "first.started")
         )
-        second = contract_tasks.block.using(backend=alias).enqueue(
-            str(tmp_path), "second"
-        )
+        second = tasks.block_until.using(backend=alias).enqueue(release)
         wait_until((tmp_path / "first.started").exists)
         # One worker: the second waits.
         assert narrow.get_result(second.id).status == READY
@@ -587,12 +539,15 @@ def test_changed_settings_give_a_new_runtime(backend, tmp_path: Path):
 
 @pytest.mark.parametrize("alias", ["custom_threads", "custom_processes"], indirect=True)
 def test_a_custom_backend_runs_tasks_on_its_own_executor(backend):
-    result = run(backend, contract_tasks.noop)
-    executor = backend.runtime._executor
+    result = run_and_wait(backend, tasks.noop)
 
     [worker_id] = result.worker_ids
-    if isinstance(executor, ThreadPoolExecutor):
-        assert worker_id.split(":")[2].startswith("project-pool")
+    _host, pid, *thread = worker_id.split(":")
+    if backend.alias == "custom_threads":
+        # A thread of this process, named by the project's own pool.
+        assert int(pid) == os.getpid()
+        assert thread[0].startswith("project-pool")
     else:
-        assert isinstance(executor, ProcessPoolExecutor)
-        assert int(worker_id.split(":")[1]) in executor._processes
+        # A child process that the stdlib pool started.
+        assert int(pid) != os.getpid() and not thread
+    assert worker_is_alive(worker_id)

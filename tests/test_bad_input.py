@@ -20,9 +20,8 @@ from django.tasks import TaskResultStatus, task, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 
 from django_tasks_local import InvalidTaskArguments
-
-from .reliability_support import own_backend
-from .reliability_tasks import return_set, return_unnormalizable, square
+from tests.helpers import DEADLINE, temporary_alias
+from tests.tasks import return_set, return_unnormalizable, square
 
 
 def nested(depth):
@@ -167,7 +166,7 @@ ROWS = [
 def check_row(row, alias):
     if row.in_result:
         result = row.action(alias)
-        finished = task_backends[alias].wait_for_result(result.id, timeout=60)
+        finished = task_backends[alias].wait_for_result(result.id, timeout=DEADLINE)
         assert finished.status == TaskResultStatus.FAILED
         [error] = finished.errors
         assert error.exception_class_path == f"builtins.{row.error.__qualname__}"
@@ -187,11 +186,11 @@ def test_bad_input(kind, row):
         check_row(row, kind)
     else:
         # The row breaks its alias (configures it wrongly).
-        with own_backend(kind, **row.options) as alias:
+        with temporary_alias(kind, **row.options) as alias:
             check_row(row, alias)
     after = square.using(backend=kind).enqueue(6)
-    assert shared.wait_for_result(before.id, timeout=60).return_value == 9
-    assert shared.wait_for_result(after.id, timeout=60).return_value == 36
+    assert shared.wait_for_result(before.id, timeout=DEADLINE).return_value == 9
+    assert shared.wait_for_result(after.id, timeout=DEADLINE).return_value == 36
 
 
 def test_the_table_in_the_docs_lists_every_row():

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import pytest
-from django.tasks import TaskResultStatus, task_backends
+from django.tasks import TaskResultStatus
 
 from django_tasks_local import current_result_id
 from django_tasks_local.context import bound_result_id
-from tests import contract_tasks
-from tests.contract_tasks import DEADLINE
-
-
-def run(alias, task):
-    result = task.using(backend=alias).enqueue()
-    return task_backends[alias].wait_for_result(result.id, timeout=DEADLINE)
+from tests import tasks
+from tests.helpers import run_and_wait
 
 
 def test_a_task_sees_its_own_result_id(alias):
-    result = run(alias, contract_tasks.own_result_id)
+    result = run_and_wait(alias, tasks.own_result_id)
 
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.return_value == result.id
 
 
 def test_a_thread_the_task_starts_sees_it_through_a_copied_context(alias):
-    result = run(alias, contract_tasks.result_id_in_a_thread)
+    result = run_and_wait(alias, tasks.result_id_in_a_thread)
 
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.return_value == [result.id]

@@ -17,10 +17,9 @@ from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished, task_started
 from django.test import override_settings
 
-from tests import executor_tasks, tasks
+from tests import tasks
+from tests.helpers import DEADLINE, run_and_wait
 from tests.models import Record
-
-TIMEOUT = 60
 
 # Workers in other processes read the database through their own connections,
 # so what a test writes must be committed. All tests here are transactional
@@ -59,7 +58,7 @@ def executor_settings(dask_scheduler):
         yield
         # Stop the workers (and Dask's client) before the cluster goes.
         for alias in ("loky", "dask"):
-            task_backends[alias].close(timeout=TIMEOUT)
+            task_backends[alias].close(timeout=DEADLINE)
 
 
 @pytest.fixture(params=["loky", "dask"])
@@ -67,48 +66,51 @@ def backend(request, executor_settings):
     return task_backends[request.param]
 
 
-def run(backend, task, *args, **kwargs):
-    result = task.using(backend=backend.alias).enqueue(*args, **kwargs)
-    return backend.wait_for_result(result.id, timeout=TIMEOUT)
-
-
 def test_success_normalizes_the_return_value(backend):
-    assert run(backend, executor_tasks.multiply, 6, 7).return_value == 42
-    result = run(backend, executor_tasks.as_tuple, 1, "two")
+    assert run_and_wait(backend, tasks.add, 40, 2).return_value == 42
+    result = run_and_wait(backend, tasks.nested_tuple)
     assert result.status == TaskResultStatus.SUCCESSFUL
-    assert result.return_value == [1, "two"]
+    assert result.return_value == [1, [2, 3], {"key": [4]}]
 
 
 def test_tasks_run_in_another_process(backend):
-    result = run(backend, executor_tasks.pid)
+    result = run_and_wait(backend, tasks.pid)
     assert result.return_value != os.getpid()
     assert f":{result.return_value}" in result.worker_ids[0]
 
 
 def test_workers_have_django_set_up(backend):
-    result = run(backend, executor_tasks.save_record, "from a worker")
+    # The task's module imports a model at the top: it cannot even be
+    # imported before Django is set up.
+    result = run_and_wait(backend, tasks.orm_roundtrip, "from a worker")
     assert result.status == TaskResultStatus.SUCCESSFUL, result.errors
-    record = Record.objects.get(pk=result.return_value)
-    assert record.label == "from a worker"
+    assert "from a worker" in result.return_value["labels"]
+    record = Record.objects.get(label="from a worker")
     assert record.value != os.getpid()
 
 
 def test_failure_is_captured_with_its_traceback(backend):
-    result = run(backend, executor_tasks.fail, "no such key")
+    result = run_and_wait(backend, tasks.raise_value_error, "the task's message")
     assert result.status == TaskResultStatus.FAILED
     [error] = result.errors
-    assert error.exception_class is KeyError
-    assert "in fail" in error.traceback
-    assert "KeyError: 'no such key'" in error.traceback
+    assert error.exception_class is ValueError
+    assert "in raise_value_error" in error.traceback
+    assert "ValueError: the task's message" in error.traceback
 
 
 def test_takes_context(backend):
-    result = run(backend, tasks.with_context, "x")
-    assert result.return_value == {"id": result.id, "attempt": 1, "value": "x"}
+    result = run_and_wait(backend, tasks.context_of_task, "x")
+    assert result.return_value == {
+        "id": result.id,
+        "attempt": 1,
+        "status": TaskResultStatus.RUNNING,
+        "worker_ids": result.worker_ids,
+        "value": "x",
+    }
 
 
 def test_current_result_id(backend):
-    result = run(backend, tasks.own_result_id)
+    result = run_and_wait(backend, tasks.own_result_id)
     assert result.return_value == result.id
 
 
@@ -129,7 +131,7 @@ def test_start_is_applied_when_the_outcome_arrives(backend):
     task_finished.connect(on_finished, dispatch_uid="custom-executors-finished")
     try:
         # wait_for_result returns once task_finished has been sent.
-        result = run(backend, executor_tasks.pid)
+        result = run_and_wait(backend, tasks.pid)
     finally:
         task_started.disconnect(dispatch_uid="custom-executors-started")
         task_finished.disconnect(dispatch_uid="custom-executors-finished")

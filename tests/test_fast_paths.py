@@ -139,7 +139,7 @@ def test_a_snapshot_equals_its_result_in_every_field() -> None:
     copy = snapshot(result)
     assert copy == result
     assert copy.return_value == {"out": [1]}
-    assert copy._return_value is not result._return_value  # type: ignore[attr-defined]
+    assert copy.return_value is not result.return_value
     assert copy.args[1] is not result.args[1]
     assert copy.worker_ids is not result.worker_ids
 

@@ -13,7 +13,7 @@ from django.core.management.base import SystemCheckError
 from django.tasks import task_backends
 from django.test import override_settings
 
-from tests import contract_tasks
+from tests import tasks
 
 THREADS = "django_tasks_local.ThreadPoolBackend"
 PROCESSES = "django_tasks_local.ProcessPoolBackend"
@@ -119,7 +119,7 @@ def test_a_misconfigured_backend_refuses_to_enqueue_with_the_same_message(option
         [error] = task_backends["configured"].check()
 
         with pytest.raises(ImproperlyConfigured) as raised:
-            contract_tasks.noop.using(backend="configured").enqueue()
+            tasks.noop.using(backend="configured").enqueue()
 
     assert error.msg in str(raised.value)
     assert error.id in str(raised.value)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,8 @@ from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import TaskResultDoesNotExist
 
 from django_tasks_local import ProcessPoolBackend
-from tests import process_tasks
+from tests import tasks
+from tests.helpers import DEADLINE, postgres_pid, wait_until, wait_until_running
 from tests.models import Record
 
 pytestmark = pytest.mark.filterwarnings(
@@ -36,7 +36,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:This process .* is multi-threaded:DeprecationWarning"
 )
 
-WAIT = 60
 ROOT = Path(__file__).resolve().parent.parent
 
 READY = TaskResultStatus.READY
@@ -53,17 +52,6 @@ def make_backend(alias: str, **options: Any) -> ProcessPoolBackend:
 
 def enqueue(backend: ProcessPoolBackend, task: Any, *args: Any) -> str:
     return backend.enqueue(task, list(args), {}).id
-
-
-def wait_for_status(
-    backend: ProcessPoolBackend, result_id: str, status: TaskResultStatus
-) -> Any:
-    deadline = time.monotonic() + WAIT
-    while (result := backend.get_result(result_id)).status != status:
-        assert not result.is_finished, f"finished as {result.status}: {result.errors}"
-        assert time.monotonic() < deadline, f"still {result.status} after {WAIT}s"
-        time.sleep(0.01)
-    return result
 
 
 def worker_pid(result: Any) -> int:
@@ -147,8 +135,8 @@ def test_tasks_use_the_orm_under_every_start_method(
     assert backend.settings["MP_CONTEXT"] == start_method
     Record.objects.create(label="from the parent")
     result = backend.wait_for_result(
-        enqueue(backend, process_tasks.orm_roundtrip, f"from a {start_method} child"),
-        WAIT,
+        enqueue(backend, tasks.orm_roundtrip, f"from a {start_method} child"),
+        DEADLINE,
     )
     assert result.status == SUCCESSFUL, result.errors
     assert result.return_value == {
@@ -162,12 +150,6 @@ def test_tasks_use_the_orm_under_every_start_method(
 # -- connections ------------------------------------------------------------
 
 
-def postgres_pid() -> int:
-    with connections["postgres"].cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
-
-
 def postgres_sessions() -> set[int]:
     with connections["postgres"].cursor() as cursor:
         cursor.execute("SELECT pid FROM pg_stat_activity")
@@ -179,10 +161,10 @@ def postgres_sessions() -> set[int]:
 def test_a_worker_has_its_own_connection_and_leaves_the_parents_alone(
     fresh_fork: ProcessPoolBackend,
 ) -> None:
-    # (A connection the forking thread itself holds: see test_pool.py.)
+    # (A connection the forking thread itself holds: see test_executors_processes.py.)
     parent_pid = postgres_pid()  # open before the child is forked
     first = fresh_fork.wait_for_result(
-        enqueue(fresh_fork, process_tasks.postgres_backend_pid), WAIT
+        enqueue(fresh_fork, tasks.postgres_backend_pid), DEADLINE
     )
     assert first.status == SUCCESSFUL, first.errors
     assert first.return_value != parent_pid
@@ -197,13 +179,13 @@ def test_with_conn_max_age_0_the_childs_connection_closes_after_each_task(
 ) -> None:
     assert connections["postgres"].settings_dict["CONN_MAX_AGE"] == 0
     result = fresh_fork.wait_for_result(
-        enqueue(fresh_fork, process_tasks.postgres_backend_pid), WAIT
+        enqueue(fresh_fork, tasks.postgres_backend_pid), DEADLINE
     )
     assert result.status == SUCCESSFUL, result.errors
-    deadline = time.monotonic() + WAIT
-    while result.return_value in postgres_sessions():
-        assert time.monotonic() < deadline, "the task's connection stayed open"
-        time.sleep(0.05)
+    wait_until(
+        lambda: result.return_value not in postgres_sessions(),
+        message="the task's connection closed",
+    )
 
 
 @pytest.mark.postgres
@@ -217,7 +199,7 @@ def test_with_persistent_connections_the_child_reuses_its_connection(
     try:
         pids = [
             fresh_fork.wait_for_result(
-                enqueue(fresh_fork, process_tasks.postgres_backend_pid), WAIT
+                enqueue(fresh_fork, tasks.postgres_backend_pid), DEADLINE
             ).return_value
             for _ in range(2)
         ]
@@ -227,10 +209,10 @@ def test_with_persistent_connections_the_child_reuses_its_connection(
     assert pids[0] in postgres_sessions()
     fresh_fork.close(timeout=10)
     # The child's exit ends its session.
-    deadline = time.monotonic() + WAIT
-    while pids[0] in postgres_sessions():
-        assert time.monotonic() < deadline, "the child's session outlived it"
-        time.sleep(0.05)
+    wait_until(
+        lambda: pids[0] not in postgres_sessions(),
+        message="the child's session ended with it",
+    )
 
 
 # -- true state -------------------------------------------------------------
@@ -240,9 +222,9 @@ def test_a_task_is_running_only_once_a_child_starts_it(
     fork1: ProcessPoolBackend, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
-    first_id = enqueue(fork1, process_tasks.block_until, str(release))
-    second_id = enqueue(fork1, process_tasks.add, 1, 2)
-    first = wait_for_status(fork1, first_id, RUNNING)
+    first_id = enqueue(fork1, tasks.block_until, str(release))
+    second_id = enqueue(fork1, tasks.add, 1, 2)
+    first = wait_until_running(fork1, first_id)
     assert first.started_at is not None
     # The only child is busy: the second task has not started.
     second = fork1.get_result(second_id)
@@ -250,8 +232,8 @@ def test_a_task_is_running_only_once_a_child_starts_it(
     assert second.started_at is None
     assert second.worker_ids == []
     release.touch()
-    first = fork1.wait_for_result(first_id, WAIT)
-    second = fork1.wait_for_result(second_id, WAIT)
+    first = fork1.wait_for_result(first_id, DEADLINE)
+    second = fork1.wait_for_result(second_id, DEADLINE)
     # The worker id names the child that ran the task.
     assert worker_pid(first) == first.return_value != os.getpid()
     assert second.return_value == 3
@@ -264,8 +246,8 @@ def test_a_task_is_running_only_once_a_child_starts_it(
 @pytest.mark.parametrize(
     ("task", "args", "message"),
     [
-        (process_tasks.exit_hard, (1,), "exited with code 1"),
-        (process_tasks.segfault, (), "killed by signal SIGSEGV"),
+        (tasks.exit_hard, (1,), "exited with code 1"),
+        (tasks.segfault, (), "killed by signal SIGSEGV"),
     ],
     ids=["exit", "segfault"],
 )
@@ -273,22 +255,22 @@ def test_a_task_that_kills_its_worker_fails_and_the_others_run(
     fork2: ProcessPoolBackend, tmp_path: Path, task: Any, args: Any, message: str
 ) -> None:
     release = tmp_path / "release"
-    running_id = enqueue(fork2, process_tasks.block_until, str(release))
-    wait_for_status(fork2, running_id, RUNNING)
+    running_id = enqueue(fork2, tasks.block_until, str(release))
+    wait_until_running(fork2, running_id)
     crash_id = enqueue(fork2, task, *args)
-    queued = [enqueue(fork2, process_tasks.add, n, n) for n in range(4)]
-    crashed = fork2.wait_for_result(crash_id, WAIT)
+    queued = [enqueue(fork2, tasks.add, n, n) for n in range(4)]
+    crashed = fork2.wait_for_result(crash_id, DEADLINE)
     assert message in crash_error(crashed)
     assert f"pid {worker_pid(crashed)}" in crash_error(crashed)
     # The queued tasks run on a rebuilt child; the running one goes on.
     for n, result_id in enumerate(queued):
-        result = fork2.wait_for_result(result_id, WAIT)
+        result = fork2.wait_for_result(result_id, DEADLINE)
         assert (result.status, result.return_value) == (SUCCESSFUL, 2 * n)
         assert worker_pid(result) != worker_pid(crashed)
     assert fork2.get_result(running_id).status == RUNNING
     release.touch()
-    assert fork2.wait_for_result(running_id, WAIT).status == SUCCESSFUL
-    later = fork2.wait_for_result(enqueue(fork2, process_tasks.add, 2, 3), WAIT)
+    assert fork2.wait_for_result(running_id, DEADLINE).status == SUCCESSFUL
+    later = fork2.wait_for_result(enqueue(fork2, tasks.add, 2, 3), DEADLINE)
     assert later.return_value == 5
 
 
@@ -296,19 +278,19 @@ def test_a_worker_killed_from_outside_fails_its_task_and_the_others_run(
     fork2: ProcessPoolBackend, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
-    victim_id = enqueue(fork2, process_tasks.block_until, str(tmp_path / "never"))
-    other_id = enqueue(fork2, process_tasks.block_until, str(release))
-    queued = [enqueue(fork2, process_tasks.add, n, 1) for n in range(3)]
-    victim = wait_for_status(fork2, victim_id, RUNNING)
-    wait_for_status(fork2, other_id, RUNNING)
+    victim_id = enqueue(fork2, tasks.block_until, str(tmp_path / "never"))
+    other_id = enqueue(fork2, tasks.block_until, str(release))
+    queued = [enqueue(fork2, tasks.add, n, 1) for n in range(3)]
+    victim = wait_until_running(fork2, victim_id)
+    wait_until_running(fork2, other_id)
     os.kill(worker_pid(victim), signal.SIGKILL)  # as the OOM killer does
-    victim = fork2.wait_for_result(victim_id, WAIT)
+    victim = fork2.wait_for_result(victim_id, DEADLINE)
     assert f"pid {worker_pid(victim)})" in crash_error(victim)
     assert "killed by signal SIGKILL" in crash_error(victim)
     for n, result_id in enumerate(queued):
-        assert fork2.wait_for_result(result_id, WAIT).return_value == n + 1
+        assert fork2.wait_for_result(result_id, DEADLINE).return_value == n + 1
     release.touch()
-    assert fork2.wait_for_result(other_id, WAIT).status == SUCCESSFUL
+    assert fork2.wait_for_result(other_id, DEADLINE).status == SUCCESSFUL
 
 
 # -- timeouts ---------------------------------------------------------------
@@ -317,24 +299,24 @@ def test_a_worker_killed_from_outside_fails_its_task_and_the_others_run(
 def test_a_task_past_its_timeout_is_killed_and_the_other_child_goes_on(
     backends: Callable[..., ProcessPoolBackend], tmp_path: Path
 ) -> None:
-    timeout = 3.0
+    timeout = 1.5
     backend = backends("timeout", MP_CONTEXT="fork", MAX_WORKERS=2, TIMEOUT=timeout)
     halfway = tmp_path / "halfway"
-    late_id = enqueue(backend, process_tasks.overrun, str(halfway), timeout * 2 / 3)
-    late = wait_for_status(backend, late_id, RUNNING)
-    process_tasks.wait_for_path(str(halfway))
+    late_id = enqueue(backend, tasks.overrun, str(halfway), timeout * 2 / 3)
+    late = wait_until_running(backend, late_id)
+    wait_until(halfway.exists, message="the task is halfway")
     # Started two thirds of a timeout later, this one runs while the first is
     # killed and ends (well within its own timeout) once that child is gone.
-    other_id = enqueue(backend, process_tasks.wait_until_gone, worker_pid(late))
-    late = backend.wait_for_result(late_id, WAIT)
+    other_id = enqueue(backend, tasks.wait_until_gone, worker_pid(late))
+    late = backend.wait_for_result(late_id, DEADLINE)
     assert late.status == FAILED
     [error] = late.errors
     assert error.exception_class_path == "django_tasks_local.exceptions.TaskTimedOut"
     assert f"timeout of {timeout}s" in error.traceback
-    other = backend.wait_for_result(other_id, WAIT)
+    other = backend.wait_for_result(other_id, DEADLINE)
     assert (other.status, other.return_value) == (SUCCESSFUL, True)
     assert backend.wait_for_result(
-        enqueue(backend, process_tasks.add, 1, 1), WAIT
+        enqueue(backend, tasks.add, 1, 1), DEADLINE
     ).status == (SUCCESSFUL)
 
 
@@ -344,15 +326,15 @@ def test_a_task_past_its_timeout_is_killed_and_the_other_child_goes_on(
 def test_waiting_tasks_run_on_a_new_worker_when_the_worker_dies(
     fork1: ProcessPoolBackend, tmp_path: Path
 ) -> None:
-    victim_id = enqueue(fork1, process_tasks.block_until, str(tmp_path / "never"))
-    victim = wait_for_status(fork1, victim_id, RUNNING)
-    ahead_id = enqueue(fork1, process_tasks.pid)
-    waiting_id = enqueue(fork1, process_tasks.pid)
+    victim_id = enqueue(fork1, tasks.block_until, str(tmp_path / "never"))
+    victim = wait_until_running(fork1, victim_id)
+    ahead_id = enqueue(fork1, tasks.pid)
+    waiting_id = enqueue(fork1, tasks.pid)
     assert fork1.get_result(ahead_id).status == READY
     os.kill(worker_pid(victim), signal.SIGKILL)
-    assert "SIGKILL" in crash_error(fork1.wait_for_result(victim_id, WAIT))
+    assert "SIGKILL" in crash_error(fork1.wait_for_result(victim_id, DEADLINE))
     for result_id in (ahead_id, waiting_id):
-        result = fork1.wait_for_result(result_id, WAIT)
+        result = fork1.wait_for_result(result_id, DEADLINE)
         assert result.status == SUCCESSFUL
         assert result.return_value == worker_pid(result) != worker_pid(victim)
         assert len(result.worker_ids) == 1
@@ -361,15 +343,15 @@ def test_waiting_tasks_run_on_a_new_worker_when_the_worker_dies(
 def test_a_waiting_task_runs_on_a_new_worker_after_a_timeout(
     backends: Callable[..., ProcessPoolBackend], tmp_path: Path
 ) -> None:
-    backend = backends("timeout1", MP_CONTEXT="fork", MAX_WORKERS=1, TIMEOUT=1.0)
+    backend = backends("timeout1", MP_CONTEXT="fork", MAX_WORKERS=1, TIMEOUT=0.5)
     halfway = tmp_path / "halfway"
-    late_id = enqueue(backend, process_tasks.overrun, str(halfway), 0.0)
-    late = wait_for_status(backend, late_id, RUNNING)
-    ahead_id = enqueue(backend, process_tasks.pid)
-    late = backend.wait_for_result(late_id, WAIT)
+    late_id = enqueue(backend, tasks.overrun, str(halfway), 0.0)
+    late = wait_until_running(backend, late_id)
+    ahead_id = enqueue(backend, tasks.pid)
+    late = backend.wait_for_result(late_id, DEADLINE)
     [error] = late.errors
     assert error.exception_class_path == "django_tasks_local.exceptions.TaskTimedOut"
-    ahead = backend.wait_for_result(ahead_id, WAIT)
+    ahead = backend.wait_for_result(ahead_id, DEADLINE)
     assert ahead.status == SUCCESSFUL
     assert ahead.return_value == worker_pid(ahead) != worker_pid(late)
 
@@ -378,14 +360,14 @@ def test_close_drops_the_waiting_tasks_and_waits_for_the_running_one(
     fresh_fork: ProcessPoolBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     release = tmp_path / "release"
-    running_id = enqueue(fresh_fork, process_tasks.block_until, str(release))
-    wait_for_status(fresh_fork, running_id, RUNNING)
-    ahead_id = enqueue(fresh_fork, process_tasks.add, 1, 1)
-    waiting_id = enqueue(fresh_fork, process_tasks.add, 2, 2)
-    closing = threading.Thread(target=fresh_fork.close, args=(WAIT,))
+    running_id = enqueue(fresh_fork, tasks.block_until, str(release))
+    wait_until_running(fresh_fork, running_id)
+    ahead_id = enqueue(fresh_fork, tasks.add, 1, 1)
+    waiting_id = enqueue(fresh_fork, tasks.add, 2, 2)
+    closing = threading.Thread(target=fresh_fork.close, args=(DEADLINE,))
     closing.start()
     for result_id in (ahead_id, waiting_id):
-        dropped = fresh_fork.wait_for_result(result_id, WAIT)
+        dropped = fresh_fork.wait_for_result(result_id, DEADLINE)
         assert dropped.status == FAILED
         assert dropped.worker_ids == []
         [error] = dropped.errors
@@ -393,7 +375,7 @@ def test_close_drops_the_waiting_tasks_and_waits_for_the_running_one(
     # The running task was not touched: it finishes, and close() waits for it.
     assert fresh_fork.get_result(running_id).status == RUNNING
     release.touch()
-    closing.join(WAIT)
+    closing.join(DEADLINE)
     assert fresh_fork.get_result(running_id).status == SUCCESSFUL
     assert "closed with 2 tasks that never started" in caplog.text
 
@@ -402,8 +384,8 @@ def test_close_drops_the_waiting_tasks_and_waits_for_the_running_one(
 
 
 def test_max_tasks_per_child_replaces_the_child(forkserver: ProcessPoolBackend) -> None:
-    ids = [enqueue(forkserver, process_tasks.pid) for _ in range(4)]
-    results = [forkserver.wait_for_result(result_id, WAIT) for result_id in ids]
+    ids = [enqueue(forkserver, tasks.pid) for _ in range(4)]
+    results = [forkserver.wait_for_result(result_id, DEADLINE) for result_id in ids]
     pids = [worker_pid(result) for result in results]
     assert pids == [result.return_value for result in results]
     # One child at a time, two tasks each at most (an earlier test may have
@@ -418,7 +400,7 @@ def test_max_tasks_per_child_with_fork_is_a_configuration_error() -> None:
     assert [error.id for error in errors] == ["django_tasks_local.E003"]
     assert "MAX_TASKS_PER_CHILD" in errors[0].msg
     with pytest.raises(ImproperlyConfigured, match="E003"):
-        enqueue(backend, process_tasks.add, 1, 2)
+        enqueue(backend, tasks.add, 1, 2)
 
 
 # -- forks of the web process -----------------------------------------------
@@ -429,7 +411,7 @@ FORKED_WEB_PROCESS = textwrap.dedent(
     import django
     django.setup()
     from django.tasks import task_backends
-    from tests.process_tasks import pid
+    from tests.tasks import pid
 
     def run(alias):
         backend = task_backends[alias]
@@ -471,7 +453,7 @@ def test_a_backend_made_before_a_fork_works_in_the_forked_process() -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=WAIT * 2,
+        timeout=DEADLINE * 2,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ok", "0"], done.stderr
@@ -485,12 +467,12 @@ def test_a_task_enqueued_in_a_worker_runs_in_the_parents_backend(
     spawn: ProcessPoolBackend, alias: str
 ) -> None:
     outer = spawn.wait_for_result(
-        enqueue(spawn, process_tasks.enqueue_add, alias, 2, 3), WAIT
+        enqueue(spawn, tasks.enqueue_add, alias, 2, 3), DEADLINE
     )
     assert outer.status == SUCCESSFUL, outer.errors
     assert outer.return_value["status"] == READY
     assert outer.return_value["backend"] == alias
-    inner = task_backends[alias].wait_for_result(outer.return_value["id"], WAIT)
+    inner = task_backends[alias].wait_for_result(outer.return_value["id"], DEADLINE)
     assert (inner.status, inner.return_value) == (SUCCESSFUL, 5)
 
 
@@ -499,15 +481,15 @@ def test_a_task_enqueued_in_a_workers_transaction_waits_for_its_commit(
     spawn: ProcessPoolBackend,
 ) -> None:
     committed = spawn.wait_for_result(
-        enqueue(spawn, process_tasks.enqueue_in_transaction, "threads", "kept", True),
-        WAIT,
+        enqueue(spawn, tasks.enqueue_in_transaction, "threads", "kept", True),
+        DEADLINE,
     )
     assert committed.status == SUCCESSFUL, committed.errors
-    inner = task_backends["threads"].wait_for_result(committed.return_value, WAIT)
+    inner = task_backends["threads"].wait_for_result(committed.return_value, DEADLINE)
     assert inner.return_value == 1  # it saw the committed row
     rolled_back = spawn.wait_for_result(
-        enqueue(spawn, process_tasks.enqueue_in_transaction, "threads", "gone", False),
-        WAIT,
+        enqueue(spawn, tasks.enqueue_in_transaction, "threads", "gone", False),
+        DEADLINE,
     )
     assert rolled_back.status == SUCCESSFUL, rolled_back.errors
     with pytest.raises(TaskResultDoesNotExist):
@@ -521,10 +503,10 @@ def test_a_global_changed_in_a_worker_does_not_change_the_parent(
     spawn: ProcessPoolBackend,
 ) -> None:
     key = os.urandom(4).hex()
-    process_tasks.STATE[key] = "parent"
+    tasks.STATE[key] = "parent"
     result = spawn.wait_for_result(
-        enqueue(spawn, process_tasks.swap_global, key, "child"), WAIT
+        enqueue(spawn, tasks.swap_global, key, "child"), DEADLINE
     )
     assert result.status == SUCCESSFUL, result.errors
     assert result.return_value is None  # the child has its own module
-    assert process_tasks.STATE[key] == "parent"
+    assert tasks.STATE[key] == "parent"

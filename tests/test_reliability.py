@@ -8,8 +8,13 @@ import pytest
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished, task_started
 
-from .reliability_tasks import raise_in_finally, return_unnormalizable, square
-from .tasks import fail
+from tests.helpers import DEADLINE
+from tests.tasks import (
+    raise_in_finally,
+    raise_value_error,
+    return_unnormalizable,
+    square,
+)
 
 
 def enqueue_squares(alias, numbers):
@@ -19,7 +24,7 @@ def enqueue_squares(alias, numbers):
 def assert_squares(alias, enqueued):
     backend = task_backends[alias]
     for n, result in enqueued:
-        finished = backend.wait_for_result(result.id, timeout=60)
+        finished = backend.wait_for_result(result.id, timeout=DEADLINE)
         assert finished.status == TaskResultStatus.SUCCESSFUL
         assert finished.return_value == n * n
 
@@ -60,7 +65,7 @@ def test_a_raising_receiver_loses_nothing_and_is_logged_once(
     before = enqueue_squares(alias, range(5))
     with caplog.at_level(logging.INFO):
         faulty = square.using(backend=alias).enqueue(12)
-        finished = task_backends[alias].wait_for_result(faulty.id, timeout=60)
+        finished = task_backends[alias].wait_for_result(faulty.id, timeout=DEADLINE)
     after = enqueue_squares(alias, range(5, 10))
     assert_squares(alias, before + after)
     # The task itself is unharmed.
@@ -84,7 +89,7 @@ def test_a_raising_receiver_loses_nothing_and_is_logged_once(
             "builtins.TypeError",
             "Unsupported type: <class '_thread.lock'>",
         ),
-        (fail, "builtins.ValueError", "boom"),
+        (raise_value_error, "builtins.ValueError", "boom"),
     ],
     ids=["raise-in-finally", "unnormalizable-return", "raises"],
 )
@@ -94,7 +99,7 @@ def test_a_failing_task_loses_nothing_else_and_is_logged_once(
     before = enqueue_squares(alias, range(5))
     with caplog.at_level(logging.DEBUG):
         failed = task.using(backend=alias).enqueue()
-        finished = task_backends[alias].wait_for_result(failed.id, timeout=60)
+        finished = task_backends[alias].wait_for_result(failed.id, timeout=DEADLINE)
     after = enqueue_squares(alias, range(5, 10))
     assert_squares(alias, before + after)
 

@@ -15,7 +15,7 @@ from django_tasks_local.runner import (
     run_task,
     set_process_start_reporter,
 )
-from tests import contract_tasks
+from tests import tasks
 
 
 class StartRecorder:
@@ -36,7 +36,7 @@ def test_success_reports_the_start_and_returns_the_normalized_value():
     reported = StartRecorder()
     before = timezone.now()
 
-    outcome = run_task(envelope(contract_tasks.nested_tuple, report_started=reported))
+    outcome = run_task(envelope(tasks.nested_tuple, report_started=reported))
 
     assert outcome.error is None
     assert outcome.return_value == [1, [2, 3], {"key": [4]}]
@@ -49,7 +49,7 @@ def test_without_a_callback_the_process_reporter_hears_the_start():
     reported = StartRecorder()
     set_process_start_reporter(reported)
     try:
-        outcome = run_task(envelope(contract_tasks.noop))
+        outcome = run_task(envelope(tasks.noop))
     finally:
         set_process_start_reporter(None)
 
@@ -57,7 +57,7 @@ def test_without_a_callback_the_process_reporter_hears_the_start():
 
 
 def test_an_exception_is_captured():
-    outcome = run_task(envelope(contract_tasks.raise_value_error, "the message"))
+    outcome = run_task(envelope(tasks.raise_value_error, "the message"))
 
     assert outcome.return_value is None
     assert outcome.error.exception_class is ValueError
@@ -68,7 +68,7 @@ def test_an_exception_is_captured():
 
 
 def test_system_exit_is_captured():
-    outcome = run_task(envelope(contract_tasks.raise_system_exit))
+    outcome = run_task(envelope(tasks.raise_system_exit))
 
     assert outcome.error.exception_class is SystemExit
     assert "SystemExit: 3" in outcome.error.traceback
@@ -77,21 +77,21 @@ def test_system_exit_is_captured():
 def test_keyboard_interrupt_is_the_tasks_error():
     # Raised by the task itself (signals reach the main thread, not a worker):
     # recorded as its error, the same on every backend.
-    outcome = run_task(envelope(contract_tasks.raise_keyboard_interrupt))
+    outcome = run_task(envelope(tasks.raise_keyboard_interrupt))
 
     assert outcome.error.exception_class_path == "builtins.KeyboardInterrupt"
     assert isinstance(outcome.exception, KeyboardInterrupt)
 
 
 def test_a_return_value_that_is_not_json_is_captured():
-    outcome = run_task(envelope(contract_tasks.return_object))
+    outcome = run_task(envelope(tasks.return_unnormalizable))
 
     assert outcome.error.exception_class is TypeError
     assert outcome.return_value is None
 
 
 def test_the_result_id_is_bound_only_while_the_task_runs():
-    outcome = run_task(envelope(contract_tasks.own_result_id))
+    outcome = run_task(envelope(tasks.own_result_id))
 
     assert outcome.return_value == "result-id"
     with pytest.raises(LookupError):
@@ -99,14 +99,14 @@ def test_the_result_id_is_bound_only_while_the_task_runs():
 
 
 def test_an_async_task_runs_with_its_result_id():
-    outcome = run_task(envelope(contract_tasks.async_own_result_id))
+    outcome = run_task(envelope(tasks.async_own_result_id))
 
     assert outcome.error is None
     assert outcome.return_value == "result-id"
 
 
 def test_a_task_taking_context_gets_a_running_result():
-    outcome = run_task(envelope(contract_tasks.context_of_task, "value"))
+    outcome = run_task(envelope(tasks.context_of_task, "value"))
 
     assert outcome.return_value == {
         "id": "result-id",
@@ -118,7 +118,7 @@ def test_a_task_taking_context_gets_a_running_result():
 
 
 def test_a_task_reference_is_resolved_in_the_worker():
-    task = contract_tasks.context_of_task.using(priority=3)
+    task = tasks.context_of_task.using(priority=3)
     reference = TaskReference.from_task(task)
 
     outcome = run_task(envelope(reference, "value"))
@@ -130,10 +130,10 @@ def test_a_task_reference_is_resolved_in_the_worker():
 
 def test_a_task_reference_resolves_without_this_processes_settings():
     # The parent may have enqueued it on an alias only it knows (override_settings).
-    reference = TaskReference.from_task(contract_tasks.noop)
+    reference = TaskReference.from_task(tasks.noop)
     unknown_here = dataclasses.replace(reference, backend="parent-only")
 
     task = unknown_here.resolve()
 
     assert task.backend == "parent-only"
-    assert task.func is contract_tasks.noop.func
+    assert task.func is tasks.noop.func

@@ -9,17 +9,19 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.tasks import TaskResultStatus, task, task_backends
+from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished
-from django.test import override_settings
 
 from django_tasks_local import ThreadPoolBackend
-
-from . import tasks
-from .helpers import temporary_alias, wait_until, wait_until_finished
-from .scheduling_tasks import log_label
-
-DEADLINE = 30
+from tests import tasks
+from tests.helpers import (
+    DEADLINE,
+    read_log,
+    temporary_alias,
+    wait_until,
+    wait_until_finished,
+    wait_until_running,
+)
 
 
 class FlakyFactoryBackend(ThreadPoolBackend):
@@ -107,21 +109,8 @@ class DroppingBackend(ThreadPoolBackend):
         return DroppingExecutor(max_workers=1)
 
 
-gate = threading.Event()
-passed_gate: list[tuple[str, str]] = []
-
-
-@task
-def pass_gate(label: str) -> None:
-    if not gate.wait(DEADLINE):
-        raise TimeoutError("the gate never opened")
-    passed_gate.append((label, threading.current_thread().name))
-
-
-def with_alias(alias: str, backend: type, **options: Any) -> override_settings:
-    path = f"{backend.__module__}.{backend.__qualname__}"
-    params = {"BACKEND": path, "OPTIONS": options}
-    return override_settings(TASKS={**settings.TASKS, alias: params})
+def path_of(backend: type) -> str:
+    return f"{backend.__module__}.{backend.__qualname__}"
 
 
 @pytest.mark.parametrize(
@@ -140,28 +129,28 @@ def test_an_executor_failure_fails_that_task_not_the_backend(
     DroppingExecutor.dropped = 0
     # One worker: had the failed hand-off kept its place, the second task
     # would never start.
-    with with_alias("failing", backend, MAX_WORKERS=1):
-        instance = task_backends["failing"]
-        first = tasks.add.using(backend="failing").enqueue(1, 2)
+    with temporary_alias(path_of(backend), MAX_WORKERS=1) as alias:
+        instance = task_backends[alias]
+        first = tasks.add.using(backend=alias).enqueue(1, 2)
         failed = instance.wait_for_result(first.id, timeout=DEADLINE)
         assert failed.status == TaskResultStatus.FAILED
         assert failed.started_at is None
         assert failed.errors[-1].exception_class_path == exception_class_path
         assert message in failed.errors[-1].traceback
 
-        second = tasks.add.using(backend="failing").enqueue(2, 3)
+        second = tasks.add.using(backend=alias).enqueue(2, 3)
         assert instance.wait_for_result(second.id, timeout=DEADLINE).return_value == 5
-        instance.close(timeout=DEADLINE)
 
 
 def test_close_shuts_the_executor_down_only_after_running_tasks_end() -> None:
     # Dask's executor, for one, cancels what still runs when it shuts down.
     RecordingExecutor.task_had_returned_at_shutdown.clear()
-    with with_alias("recording", RecordingBackend, MAX_WORKERS=1):
-        backend = task_backends["recording"]
-        result = tasks.wait_for_event.using(backend="recording").enqueue()
+    tasks.reset_wait_for_event()
+    with temporary_alias(path_of(RecordingBackend), MAX_WORKERS=1) as alias:
+        backend = task_backends[alias]
+        result = tasks.wait_for_event.using(backend=alias).enqueue()
         assert tasks.wait_for_event_started.wait(DEADLINE)
-        waiting = tasks.add.using(backend="recording").enqueue(1, 1)
+        waiting = tasks.add.using(backend=alias).enqueue(1, 1)
 
         closer = threading.Thread(target=backend.close, kwargs={"timeout": DEADLINE})
         closer.start()
@@ -176,10 +165,10 @@ def test_close_shuts_the_executor_down_only_after_running_tasks_end() -> None:
 
 
 def test_close_without_a_timeout_waits_shutdown_timeout_at_most() -> None:
-    tasks.wait_for_event_release.clear()
-    with with_alias("closing", ThreadPoolBackend, SHUTDOWN_TIMEOUT=0.1):
-        backend = task_backends["closing"]
-        hung = tasks.wait_for_event.using(backend="closing").enqueue()
+    tasks.reset_wait_for_event()
+    with temporary_alias(path_of(ThreadPoolBackend), SHUTDOWN_TIMEOUT=0.1) as alias:
+        backend = task_backends[alias]
+        hung = tasks.wait_for_event.using(backend=alias).enqueue()
         assert tasks.wait_for_event_started.wait(DEADLINE)
         closer = threading.Thread(target=backend.close)
         closer.start()
@@ -197,9 +186,9 @@ def test_close_without_a_timeout_waits_shutdown_timeout_at_most() -> None:
 
 def test_use_after_close_starts_a_fresh_executor() -> None:
     FactoryCountingBackend.created = 0
-    with with_alias("closing", FactoryCountingBackend):
-        backend = task_backends["closing"]
-        done = tasks.add.using(backend="closing").enqueue(1, 1)
+    with temporary_alias(path_of(FactoryCountingBackend)) as alias:
+        backend = task_backends[alias]
+        done = tasks.add.using(backend=alias).enqueue(1, 1)
         backend.wait_for_result(done.id, timeout=DEADLINE)
         backend.close(timeout=DEADLINE)
         backend.close(timeout=DEADLINE)  # closing twice does no more
@@ -207,27 +196,26 @@ def test_use_after_close_starts_a_fresh_executor() -> None:
         assert backend.get_result(done.id).return_value == 2
 
         # Another instance of the alias (another thread's) uses it again.
-        other = FactoryCountingBackend("closing", settings.TASKS["closing"])
+        other = FactoryCountingBackend(alias, settings.TASKS[alias])
         again = other.enqueue(tasks.add, [2, 2], {})
         assert backend.wait_for_result(again.id, timeout=DEADLINE).return_value == 4
         assert FactoryCountingBackend.created == 2
-        backend.close(timeout=DEADLINE)
 
 
 def test_a_slow_executor_factory_does_not_block_reading_results() -> None:
     SlowFactoryBackend.release.clear()
     SlowFactoryBackend.entered.clear()
-    with with_alias("slow", SlowFactoryBackend):
-        backend = task_backends["slow"]
+    with temporary_alias(path_of(SlowFactoryBackend)) as alias:
+        backend = task_backends[alias]
         SlowFactoryBackend.release.set()  # the first executor comes at once
-        done = tasks.add.using(backend="slow").enqueue(1, 2)
+        done = tasks.add.using(backend=alias).enqueue(1, 2)
         backend.wait_for_result(done.id, timeout=DEADLINE)
         backend.close(timeout=DEADLINE)
 
         # The next enqueue creates an executor that takes its time.
         SlowFactoryBackend.release.clear()
         enqueuer = threading.Thread(
-            target=tasks.add.using(backend="slow").enqueue, args=(3, 4)
+            target=tasks.add.using(backend=alias).enqueue, args=(3, 4)
         )
         enqueuer.start()
         assert SlowFactoryBackend.entered.wait(DEADLINE)
@@ -242,35 +230,33 @@ def test_a_slow_executor_factory_does_not_block_reading_results() -> None:
             SlowFactoryBackend.release.set()
             enqueuer.join(DEADLINE)
         backend.wait_until_idle(timeout=DEADLINE)
-        backend.close(timeout=DEADLINE)
 
 
-def test_a_freed_worker_takes_the_next_waiting_task_itself() -> None:
+def test_a_freed_worker_takes_the_next_waiting_task_itself(tmp_path: Path) -> None:
     # Under a backlog a worker goes from task to task by priority, without a
     # trip through the executor's queue (one call, for the first task).
     CountingExecutor.submitted = 0
-    gate.clear()
-    passed_gate.clear()
-    options = {"MAX_WORKERS": 1}
-    path = f"{CountingBackend.__module__}.CountingBackend"
-    counting = {"BACKEND": path, "OPTIONS": options}
-    with override_settings(TASKS={**settings.TASKS, "counting": counting}):
-        backend = task_backends["counting"]
-        results = [
-            pass_gate.using(backend="counting", priority=priority).enqueue(label)
-            for label, priority in [("first", 0), ("low", -5), ("high", 5)]
-        ]
-        gate.set()
+    gate, log = tmp_path / "gate", tmp_path / "order"
+    with temporary_alias(path_of(CountingBackend), MAX_WORKERS=1) as alias:
+        backend = task_backends[alias]
+        first = tasks.block_until.using(backend=alias).enqueue(str(gate))
+        wait_until_running(backend, first.id)
+        low, high = (
+            tasks.log_label.using(backend=alias, priority=priority).enqueue(
+                str(log), label
+            )
+            for label, priority in [("low", -5), ("high", 5)]
+        )
+        gate.touch()
         backend.wait_until_idle(timeout=DEADLINE)
-        finished = [backend.get_result(result.id) for result in results]
-        backend.close(timeout=DEADLINE)
+        first, low, high = (backend.get_result(r.id) for r in (first, low, high))
 
-    assert [label for label, _ in passed_gate] == ["first", "high", "low"]
+    assert read_log(log) == ["high", "low"]
     assert CountingExecutor.submitted == 1
-    assert len({thread for _, thread in passed_gate}) == 1
-    assert all(r.status == TaskResultStatus.SUCCESSFUL for r in finished)
-    # Each task's own start, in the order they ran.
-    first, low, high = finished
+    assert all(r.status == TaskResultStatus.SUCCESSFUL for r in (first, low, high))
+    # All on the one worker, each task's own start, in the order they ran.
+    assert first.worker_ids == high.worker_ids == low.worker_ids
+    assert len(first.worker_ids) == 1
     assert first.finished_at <= high.started_at <= high.finished_at <= low.started_at
 
 
@@ -293,8 +279,8 @@ def test_a_freed_worker_process_starts_its_next_task_before_the_signals_end(
     try:
         with temporary_alias("processes", MAX_WORKERS=1) as alias:
             backend = task_backends[alias]
-            first = log_label.using(backend=alias).enqueue(str(log), "first")
-            second = log_label.using(backend=alias).enqueue(str(log), "second")
+            first = tasks.log_label.using(backend=alias).enqueue(str(log), "first")
+            second = tasks.log_label.using(backend=alias).enqueue(str(log), "second")
             try:
                 assert receiving.wait(DEADLINE)
                 wait_until(

@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import secrets
 import threading
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 
 import pytest
 from django.db import transaction
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-from django.tasks.signals import task_finished
 from django.utils import timezone
 
-from django_tasks_local import ExecutorBackend, await_result, wait
-from tests.helpers import temporary_alias
+from tests.helpers import (
+    DEADLINE,
+    read_log,
+    temporary_alias,
+    wait_until,
+    wait_until_running,
+)
 from tests.models import Record
-from tests.scheduling_tasks import (
-    async_identity,
+from tests.tasks import (
+    async_own_result_id,
     async_with_context,
+    block_until,
     log_label,
     read_record,
     square,
     stamp,
-    wait_for_file,
 )
 
 READY = TaskResultStatus.READY
@@ -35,64 +36,29 @@ RUNNING = TaskResultStatus.RUNNING
 SUCCESSFUL = TaskResultStatus.SUCCESSFUL
 FAILED = TaskResultStatus.FAILED
 
-# Generous: the machine is small and shared.
-DEADLINE = 60
-
 
 class Rollback(Exception):
     """Raised inside transaction.atomic() to roll it back."""
 
 
 @pytest.fixture
-def variant(alias, settings):
-    """Makes copies of ``alias`` with other OPTIONS, each under a fresh name.
+def variant(alias):
+    """Makes copies of ``alias`` with other OPTIONS, each a temporary alias.
 
-    A fresh name is a fresh runtime, which the test may saturate or close;
+    A fresh alias is a fresh runtime, which the test may saturate or close;
     every copy is closed after the test.
     """
-    made = []
-
-    def make(**options):
-        name = f"{alias}-{secrets.token_hex(4)}"
-        config = copy.deepcopy(settings.TASKS[alias])
-        config["OPTIONS"] = {**config.get("OPTIONS", {}), **options}
-        settings.TASKS = {**settings.TASKS, name: config}
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        backend = task_backends[name]
-        if not backend.check():  # a misconfigured copy never ran anything
-            backend.close(timeout=DEADLINE)
+    with ExitStack() as stack:
+        yield lambda **options: stack.enter_context(temporary_alias(alias, **options))
 
 
 @pytest.fixture
 def gate(variant, tmp_path):
-    """A path that ``wait_for_file`` tasks wait for; opened at the latest after the test."""
+    """A path that ``block_until`` tasks wait for; opened at the latest after the test."""
     path = tmp_path / "gate"
     yield path
     # Before the variants close (this fixture depends on them): no blocker outlives the test.
     path.touch()
-
-
-def wait_until(predicate, message, timeout=DEADLINE):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out waiting until {message}.")
-        threading.Event().wait(0.01)
-
-
-def wait_until_running(backend, result):
-    wait_until(
-        lambda: backend.get_result(result.id).status == RUNNING,
-        f"task {result.id} runs",
-    )
-
-
-def read_log(path):
-    return path.read_text().split() if path.exists() else []
 
 
 def test_capability_flags(alias):
@@ -110,8 +76,8 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
     solo = variant(MAX_WORKERS=1)
     backend = task_backends[solo]
     log = tmp_path / "order"
-    blocker = wait_for_file.using(backend=solo).enqueue(str(gate))
-    wait_until_running(backend, blocker)
+    blocker = block_until.using(backend=solo).enqueue(str(gate))
+    wait_until_running(backend, blocker.id)
 
     plan = [
         ("low", -50),
@@ -150,22 +116,17 @@ def test_waiting_tasks_stay_ready_and_start_by_priority(variant, gate, tmp_path)
     assert all(result.status == SUCCESSFUL for result in finished)
 
 
-class StdlibThreadsBackend(ExecutorBackend):
-    """A user's backend: the core on a stdlib thread pool, one call per task."""
-
-    def create_executor(self) -> Executor:
-        return ThreadPoolExecutor(self.settings["MAX_WORKERS"])
-
-
 @pytest.mark.parametrize(
-    "backend", ["threads", "processes", f"{__name__}.StdlibThreadsBackend"]
+    # The last: a user's backend, the core on a stdlib thread pool.
+    "backend",
+    ["threads", "processes", "tests.helpers.PrefixedThreadPoolBackend"],
 )
 def test_every_higher_priority_task_starts_before_any_lower_one(backend, tmp_path):
     gate, log = tmp_path / "gate", tmp_path / "order"
     with temporary_alias(backend, MAX_WORKERS=1) as alias:
         try:
-            blocker = wait_for_file.using(backend=alias).enqueue(str(gate))
-            wait_until_running(task_backends[alias], blocker)
+            blocker = block_until.using(backend=alias).enqueue(str(gate))
+            wait_until_running(task_backends[alias], blocker.id)
             for priority, labels in [(-10, "abc"), (10, "xyz")]:
                 for label in labels:
                     task = log_label.using(backend=alias, priority=priority)
@@ -181,9 +142,11 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
     solo = variant(MAX_WORKERS=1)
     backend = task_backends[solo]
     log = tmp_path / "order"
-    blocker = wait_for_file.using(backend=solo).enqueue(str(gate))
-    wait_until_running(backend, blocker)
-    # Count how often the timer thread looks at the waiting line.
+    blocker = block_until.using(backend=solo).enqueue(str(gate))
+    wait_until_running(backend, blocker.id)
+    # Count how often the timer thread looks at the waiting line. Internal on
+    # purpose: no API shows a timer that wakes too often (a poll every few
+    # milliseconds costs too little CPU to measure reliably).
     line = backend.runtime._line
     looks = 0
     next_due = line.next_due
@@ -202,7 +165,8 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
     plain = log_label.using(backend=solo, priority=-10).enqueue(str(log), "plain")
     # Let the run_after pass, and some more, with the worker still held.
     wait_until(
-        lambda: time.time() > run_after.timestamp() + 0.5, "the run_after has passed"
+        lambda: time.time() > run_after.timestamp() + 0.5,
+        message="the run_after has passed",
     )
     assert backend.get_result(deferred.id).status == READY
     assert backend.get_result(plain.id).status == READY
@@ -220,7 +184,7 @@ def test_due_task_waits_for_a_free_worker_without_spinning(variant, gate, tmp_pa
 
 def test_run_after_holds_the_task_until_then(alias):
     backend = task_backends[alias]
-    run_after = timezone.now() + timedelta(seconds=1.5)
+    run_after = timezone.now() + timedelta(seconds=0.5)
     result = stamp.using(backend=alias, run_after=run_after).enqueue()
     current = backend.get_result(result.id)
     assert current.status == READY
@@ -253,7 +217,7 @@ def test_naive_run_after_is_invalid_with_use_tz(alias):
 def test_naive_run_after_works_without_use_tz(alias, settings):
     settings.USE_TZ = False
     backend = task_backends[alias]
-    run_after = timezone.now() + timedelta(seconds=1)
+    run_after = timezone.now() + timedelta(seconds=0.5)
     assert timezone.is_naive(run_after)
     result = stamp.using(backend=alias, run_after=run_after).enqueue()
     assert backend.get_result(result.id).status == READY
@@ -268,7 +232,7 @@ def test_naive_run_after_works_without_use_tz(alias, settings):
 
 def test_async_task_runs_and_knows_its_result_id(alias):
     backend = task_backends[alias]
-    result = async_identity.using(backend=alias).enqueue()
+    result = async_own_result_id.using(backend=alias).enqueue()
     done = backend.wait_for_result(result.id, timeout=DEADLINE)
     assert done.status == SUCCESSFUL, done.errors
     assert done.return_value == result.id
@@ -429,99 +393,3 @@ def test_enqueue_on_commit_rejects_anything_else(variant, value):
     assert "ENQUEUE_ON_COMMIT" in errors[0].msg
     assert repr(value) in errors[0].msg
     assert "'default', 'postgres'" in errors[0].msg
-
-
-# -- waiting -------------------------------------------------------------------
-
-
-def test_waiting_times_out_then_returns_when_done(variant, gate):
-    solo = variant(MAX_WORKERS=1)
-    backend = task_backends[solo]
-    blocker = wait_for_file.using(backend=solo).enqueue(str(gate))
-    queued = square.using(backend=solo).enqueue(9)
-    with pytest.raises(TimeoutError):
-        backend.wait_for_result(queued.id, timeout=0.2)
-    with pytest.raises(TimeoutError):
-        wait(queued, timeout=0.2)
-    with pytest.raises(TimeoutError):
-        backend.wait_until_idle(timeout=0.2)
-    assert backend.get_result(queued.id).status == READY
-
-    gate.touch()
-    done = wait(queued, timeout=DEADLINE)
-    assert done.status == SUCCESSFUL
-    assert done.return_value == 81
-    backend.wait_until_idle(timeout=DEADLINE)
-    assert backend.get_result(blocker.id).status == SUCCESSFUL
-
-
-@pytest.mark.parametrize("how", ["wait_for_result", "wait", "await_result", "idle"])
-def test_waiting_returns_after_task_finished_receivers_ran(alias, how):
-    backend = task_backends[alias]
-    receiving = threading.Event()
-    received = []
-
-    def slow_receiver(sender, task_result, **kwargs):
-        receiving.set()
-        # Slow on purpose: a waiter that did not wait for receivers would
-        # return before the append.
-        threading.Event().wait(0.5)
-        received.append(task_result.id)
-
-    task_finished.connect(slow_receiver)
-    try:
-        result = square.using(backend=alias).enqueue(2)
-        # The task has finished; its receivers are running as the wait begins.
-        assert receiving.wait(DEADLINE)
-        if how == "wait_for_result":
-            backend.wait_for_result(result.id, timeout=DEADLINE)
-        elif how == "wait":
-            wait(result, timeout=DEADLINE)
-        elif how == "await_result":
-            asyncio.run(await_result(result, timeout=DEADLINE))
-        else:
-            backend.wait_until_idle(timeout=DEADLINE)
-        assert result.id in received
-    finally:
-        task_finished.disconnect(slow_receiver)
-
-
-def test_await_result_leaves_the_event_loop_free(variant, gate):
-    solo = variant(MAX_WORKERS=1)
-    blocker = wait_for_file.using(backend=solo).enqueue(str(gate))
-
-    async def main():
-        with pytest.raises(TimeoutError):
-            await await_result(blocker, timeout=0.2)
-        waiter = asyncio.create_task(await_result(blocker, timeout=20))
-        await asyncio.sleep(0)  # the waiter is now waiting
-        assert not waiter.done()
-        # This runs only because the waiter does not block the loop.
-        gate.touch()
-        return await waiter
-
-    done = asyncio.run(main())
-    assert done.status == SUCCESSFUL
-    assert done.return_value == str(gate)
-
-
-def test_await_result_of_an_unknown_result(alias):
-    result = square.using(backend=alias).enqueue(1)
-    wait(result, timeout=DEADLINE)
-    object.__setattr__(result, "id", "no-such-id")
-    with pytest.raises(TaskResultDoesNotExist):
-        asyncio.run(await_result(result))
-    with pytest.raises(TaskResultDoesNotExist):
-        wait(result)
-
-
-def test_wait_needs_a_result_of_this_package(settings):
-    settings.TASKS = {
-        **settings.TASKS,
-        "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
-    }
-    result = square.using(backend="immediate").enqueue(3)
-    with pytest.raises(TypeError, match="'immediate' uses ImmediateBackend"):
-        wait(result)
-    with pytest.raises(TypeError, match="'immediate' uses ImmediateBackend"):
-        asyncio.run(await_result(result))

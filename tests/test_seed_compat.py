@@ -27,16 +27,8 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils.module_loading import import_string
 
 from django_tasks_local import ProcessPoolBackend, ThreadPoolBackend, current_result_id
-from tests.reliability_support import own_backend, wait_until, wait_until_running
-from tests.seed_compat_tasks import (
-    DEADLINE,
-    add,
-    answer,
-    echo,
-    hold,
-    own_result_id,
-    worker_pid,
-)
+from tests.helpers import DEADLINE, temporary_alias, wait_until, wait_until_running
+from tests.tasks import add, answer, block_until, echo, own_result_id, pid
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,13 +138,13 @@ def test_a_json_argument_that_pickle_refuses_reaches_the_worker_as_plain_json():
 
 
 def test_after_close_the_same_instance_enqueues_on_a_fresh_pool(alias):
-    with own_backend(alias) as own:
+    with temporary_alias(alias) as own:
         backend = task_backends[own]
-        before = worker_pid.using(backend=own).enqueue()
+        before = pid.using(backend=own).enqueue()
         before = backend.wait_for_result(before.id, timeout=DEADLINE)
 
         backend.close()
-        after = backend.enqueue(worker_pid, args=[], kwargs={})
+        after = backend.enqueue(pid, args=[], kwargs={})
 
         after = backend.wait_for_result(after.id, timeout=DEADLINE)
         assert after.status == SUCCESSFUL
@@ -162,7 +154,7 @@ def test_after_close_the_same_instance_enqueues_on_a_fresh_pool(alias):
 
 
 def test_after_close_any_instance_of_the_alias_enqueues(alias):
-    with own_backend(alias) as own:
+    with temporary_alias(alias) as own:
         closer = task_backends[own]
         first = answer.using(backend=own).enqueue()
         assert closer.wait_for_result(first.id, timeout=DEADLINE).return_value == 42
@@ -208,10 +200,10 @@ class Closing:
 
 def test_close_without_a_timeout_waits_at_most_shutdown_timeout(alias, tmp_path):
     release = tmp_path / "release"
-    with own_backend(alias, MAX_WORKERS=1, SHUTDOWN_TIMEOUT=0.5) as own:
+    with temporary_alias(alias, MAX_WORKERS=1, SHUTDOWN_TIMEOUT=0.5) as own:
         backend = task_backends[own]
         try:
-            held = hold.using(backend=own).enqueue(str(release))
+            held = block_until.using(backend=own).enqueue(str(release))
             wait_until_running(own, held.id)
 
             closing = Closing(backend)
@@ -228,10 +220,10 @@ def test_close_without_a_timeout_waits_at_most_shutdown_timeout(alias, tmp_path)
 
 def test_close_without_a_timeout_lets_a_running_task_finish(alias, tmp_path):
     release = tmp_path / "release"
-    with own_backend(alias, MAX_WORKERS=1, SHUTDOWN_TIMEOUT=DEADLINE) as own:
+    with temporary_alias(alias, MAX_WORKERS=1, SHUTDOWN_TIMEOUT=DEADLINE) as own:
         backend = task_backends[own]
         try:
-            held = hold.using(backend=own).enqueue(str(release))
+            held = block_until.using(backend=own).enqueue(str(release))
             wait_until_running(own, held.id)
 
             closing = Closing(backend)
@@ -255,7 +247,7 @@ from django.conf import settings
 from django.tasks import task_backends
 
 from django_tasks_local import BackendClosed
-from tests.seed_compat_tasks import answer
+from tests.tasks import answer
 
 alias = sys.argv[1]
 backend = task_backends[alias]
@@ -305,10 +297,12 @@ def test_once_the_interpreter_exits_closing_is_final(alias):
 
 def test_max_workers_is_how_many_tasks_run_at_once(alias, tmp_path):
     releases = [tmp_path / f"release-{n}" for n in range(3)]
-    with own_backend(alias, MAX_WORKERS=2) as own:
+    with temporary_alias(alias, MAX_WORKERS=2) as own:
         backend = task_backends[own]
         try:
-            held = [hold.using(backend=own).enqueue(str(path)) for path in releases]
+            held = [
+                block_until.using(backend=own).enqueue(str(path)) for path in releases
+            ]
 
             def statuses():
                 return [backend.get_result(result.id).status for result in held]
@@ -327,7 +321,7 @@ def test_max_workers_is_how_many_tasks_run_at_once(alias, tmp_path):
 
 
 def test_max_results_evicts_the_oldest_finished_results(alias):
-    with own_backend(alias, MAX_RESULTS=2) as own:
+    with temporary_alias(alias, MAX_RESULTS=2) as own:
         backend = task_backends[own]
         ids = []
         for n in range(3):
@@ -342,10 +336,10 @@ def test_max_results_evicts_the_oldest_finished_results(alias):
 
 def test_unfinished_results_are_never_evicted(alias, tmp_path):
     release = tmp_path / "release"
-    with own_backend(alias, MAX_WORKERS=2, MAX_RESULTS=1) as own:
+    with temporary_alias(alias, MAX_WORKERS=2, MAX_RESULTS=1) as own:
         backend = task_backends[own]
         try:
-            held = hold.using(backend=own).enqueue(str(release))
+            held = block_until.using(backend=own).enqueue(str(release))
             wait_until_running(own, held.id)
             for n in range(3):
                 result = add.using(backend=own).enqueue(n, n)

@@ -13,9 +13,8 @@ from django.utils import timezone
 
 from django_tasks_local.runner import Envelope, TaskReference
 from django_tasks_local.serialization import CopySerializer, PickleSerializer
-from tests import contract_tasks
-from tests.contract_tasks import DEADLINE, SignalLog
-from tests.test_backends import CUSTOM_ALIASES
+from tests import tasks
+from tests.helpers import CUSTOM_ALIASES, DEADLINE, SignalLog
 
 PROCESS_ALIASES = ["processes", "custom_processes"]
 
@@ -70,20 +69,20 @@ def with_custom_aliases():
 
 
 def test_in_process_envelopes_carry_the_task_and_a_copy_of_the_arguments():
-    result = new_result(contract_tasks.argument_types, [[1]], {"key": {"a": [2]}})
+    result = new_result(tasks.argument_types, [[1]], {"key": {"a": [2]}})
 
     envelope = CopySerializer().envelope(result, report_started)
     envelope.args[0].append("changed")
     envelope.kwargs["key"]["a"].append("changed")
 
-    assert envelope.task is contract_tasks.argument_types
+    assert envelope.task is tasks.argument_types
     assert envelope.report_started is report_started
     assert (envelope.result_id, envelope.enqueued_at) == (result.id, result.enqueued_at)
     assert (result.args, result.kwargs) == ([[1]], {"key": {"a": [2]}})
 
 
 def test_pickled_envelopes_carry_the_task_by_path():
-    task = contract_tasks.context_of_task.using(priority=5, queue_name="default")
+    task = tasks.context_of_task.using(priority=5, queue_name="default")
     result = new_result(task, ["value"], {})
 
     envelope = PickleSerializer().envelope(result, report_started)
@@ -91,7 +90,7 @@ def test_pickled_envelopes_carry_the_task_by_path():
 
     assert envelope.report_started is None
     assert received.task == TaskReference.from_task(task)
-    assert received.task.module_path == "tests.contract_tasks.context_of_task"
+    assert received.task.module_path == "tests.tasks.context_of_task"
     rebuilt = received.task.resolve()
     assert rebuilt.func is task.func
     assert (rebuilt.priority, rebuilt.takes_context) == (5, True)
@@ -105,11 +104,11 @@ def test_pickled_envelopes_carry_the_task_by_path():
 def test_arguments_that_are_not_json_are_a_type_error(alias, value):
     with SignalLog() as signals:
         with pytest.raises(TypeError, match="Unsupported type"):
-            contract_tasks.argument_types.using(backend=alias).enqueue(value)
+            tasks.argument_types.using(backend=alias).enqueue(value)
         with pytest.raises(TypeError, match="Unsupported type"):
-            contract_tasks.argument_types.using(backend=alias).enqueue(key=value)
+            tasks.argument_types.using(backend=alias).enqueue(key=value)
 
-    assert sent_for(signals, contract_tasks.argument_types) == []
+    assert sent_for(signals, tasks.argument_types) == []
 
 
 @pytest.mark.usefixtures("with_custom_aliases")
@@ -117,7 +116,7 @@ def test_arguments_that_are_not_json_are_a_type_error(alias, value):
 def test_a_str_subclass_argument_reaches_the_task_as_a_plain_str(alias):
     # Its class is local: it could not be pickled to a worker process. As in
     # a persistent backend's JSON, the task gets the plain value, everywhere.
-    result = contract_tasks.argument_types.using(backend=alias).enqueue(
+    result = tasks.argument_types.using(backend=alias).enqueue(
         local_label("x"), key=local_label("y")
     )
     result = task_backends[alias].wait_for_result(result.id, timeout=DEADLINE)
@@ -129,7 +128,7 @@ def test_a_str_subclass_argument_reaches_the_task_as_a_plain_str(alias):
 @pytest.mark.parametrize("alias", ["threads", *PROCESS_ALIASES])
 def test_a_str_subclass_return_value_comes_back_as_a_plain_str(alias):
     # Made plain in the worker: only plain data crosses back to this process.
-    result = contract_tasks.return_unpicklable_str.using(backend=alias).enqueue()
+    result = tasks.return_unpicklable_str.using(backend=alias).enqueue()
     result = task_backends[alias].wait_for_result(result.id, timeout=DEADLINE)
 
     assert result.status == TaskResultStatus.SUCCESSFUL

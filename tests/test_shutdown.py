@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from django.tasks import TaskResultStatus, task_backends
 
-from tests.reliability_support import own_backend, wait_until_running
-from tests.reliability_tasks import finish_in, hang, hang_started, square
+from tests import tasks
+from tests.helpers import (
+    DEADLINE,
+    free_port,
+    http_get,
+    temporary_alias,
+    wait_until_running,
+)
+from tests.tasks import finish_in, square
 
 REPO = Path(__file__).resolve().parent.parent
-# Generous: the machine is small and shared. A hang shows as a timeout.
-DEADLINE = 60
 
 SITE_SETTINGS = """
 import os
@@ -32,7 +35,8 @@ SECRET_KEY = "shutdown-tests"
 USE_TZ = True
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1"]
-INSTALLED_APPS = []
+# The app of the model that tests/tasks.py imports (no database is used).
+INSTALLED_APPS = ["tests"]
 ROOT_URLCONF = "shutdown_urls"
 DATABASES = {}
 
@@ -42,7 +46,7 @@ if "SHUTDOWN_TIMEOUT" in os.environ:
 TASKS = {
     "default": {"BACKEND": "django_tasks_local.ThreadPoolBackend", "OPTIONS": OPTIONS},
     "processes": {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": OPTIONS},
-    "broken": {"BACKEND": "tests.reliability_support.BrokenShutdownBackend"},
+    "broken": {"BACKEND": "tests.helpers.BrokenShutdownBackend"},
     "unused": {"BACKEND": "django_tasks_local.ThreadPoolBackend"},
 }
 
@@ -63,12 +67,14 @@ from pathlib import Path
 from django.http import HttpResponse
 from django.urls import path
 
-from tests.reliability_tasks import hang_then_write
+from tests.tasks import block_until
 
 
 def enqueue_hung_task(request):
     started = Path(os.environ["STARTED_FILE"])
-    hang_then_write.using(backend=request.GET["backend"]).enqueue(str(started))
+    never = started.with_name("never")
+    task = block_until.using(backend=request.GET["backend"])
+    task.enqueue(str(never), started=str(started))
     deadline = time.monotonic() + 30
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -87,7 +93,7 @@ import django
 
 
 def main(backend, scenario, queued, marker):
-    from tests.reliability_tasks import finish_in, hang_then_write, square
+    from tests.tasks import block_until, finish_in, square
 
     if scenario == "enqueue-at-exit":
         import atexit
@@ -118,9 +124,10 @@ def main(backend, scenario, queued, marker):
         done = square.using(backend="broken").enqueue(2)
         task_backends["broken"].wait_for_result(done.id, timeout=30)
     if scenario in ("hang", "broken"):
-        hang_then_write.using(backend=backend).enqueue(str(marker))
+        never = marker.with_name("never")
+        block_until.using(backend=backend).enqueue(str(never), started=str(marker))
     else:
-        finish_in.using(backend=backend).enqueue(1.0, str(marker))
+        finish_in.using(backend=backend).enqueue(0.5, str(marker))
         marker = marker.with_suffix(".started")
     deadline = time.monotonic() + 30
     while not marker.exists() and time.monotonic() < deadline:
@@ -150,7 +157,8 @@ def site(tmp_path):
         # src too: the subprocess runs the code of this tree, installed or not.
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO), str(REPO / "src")]),
         "STARTED_FILE": str(tmp_path / "started"),
-        "SHUTDOWN_TIMEOUT": "1",
+        # Short: the exits with a hung task wait this long for it.
+        "SHUTDOWN_TIMEOUT": "0.5",
     }
     return env
 
@@ -188,28 +196,28 @@ def package_log_lines(stderr, fragment):
 
 @pytest.mark.parametrize("kind", ["threads", "processes"])
 def test_close_then_enqueue_runs_on_fresh_workers(kind):
-    with own_backend(kind) as own:
+    with temporary_alias(kind) as own:
         backend = task_backends[own]
         result = square.using(backend=own).enqueue(7)
-        assert backend.wait_for_result(result.id, timeout=60).return_value == 49
-        backend.close(timeout=30)
-        backend.close(timeout=30)
+        assert backend.wait_for_result(result.id, timeout=DEADLINE).return_value == 49
+        backend.close(timeout=DEADLINE)
+        backend.close(timeout=DEADLINE)
         # Results stay readable after close, and the alias can be used again.
         assert backend.get_result(result.id).return_value == 49
         again = square.using(backend=own).enqueue(8)
-        assert backend.wait_for_result(again.id, timeout=60).return_value == 64
+        assert backend.wait_for_result(again.id, timeout=DEADLINE).return_value == 64
 
 
 def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_finish(
     caplog, tmp_path
 ):
-    with own_backend("threads", MAX_WORKERS=1) as own:
+    with temporary_alias("threads", MAX_WORKERS=1) as own:
         backend = task_backends[own]
         running = finish_in.using(backend=own).enqueue(0.5, str(tmp_path / "done"))
         wait_until_running(own, running.id)
         waiting = [square.using(backend=own).enqueue(n) for n in range(20)]
         with caplog.at_level("WARNING", logger="django_tasks_local"):
-            backend.close(timeout=30)
+            backend.close(timeout=DEADLINE)
         warnings = [r for r in caplog.records if r.name == "django_tasks_local"]
         assert [r.getMessage() for r in warnings] == [
             f"Task backend '{own}' closed with 20 tasks that never started; they were dropped."
@@ -225,21 +233,25 @@ def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_fin
 
 
 def test_close_waits_no_longer_than_its_timeout_for_a_hung_task(caplog):
-    with own_backend("threads", MAX_WORKERS=1) as own:
+    tasks.reset_wait_for_event()
+    with temporary_alias("threads", MAX_WORKERS=1) as own:
         backend = task_backends[own]
-        hang_started.clear()
-        hung = hang.using(backend=own).enqueue()
-        assert hang_started.wait(30)
-        with caplog.at_level("WARNING", logger="django_tasks_local"):
-            backend.close(timeout=0.2)
-        assert backend.get_result(hung.id).status == TaskResultStatus.RUNNING
-        assert [
-            r.getMessage() for r in caplog.records if r.name == "django_tasks_local"
-        ] == [f"Task backend '{own}' closed while tasks were still running."]
+        try:
+            hung = tasks.wait_for_event.using(backend=own).enqueue()
+            assert tasks.wait_for_event_started.wait(DEADLINE)
+            with caplog.at_level("WARNING", logger="django_tasks_local"):
+                backend.close(timeout=0.2)
+            assert backend.get_result(hung.id).status == TaskResultStatus.RUNNING
+            assert [
+                r.getMessage() for r in caplog.records if r.name == "django_tasks_local"
+            ] == [f"Task backend '{own}' closed while tasks were still running."]
+        finally:
+            # Let it end: the alias's last close waits for it.
+            tasks.wait_for_event_release.set()
 
 
 def test_shutdown_timeout_defaults_to_five_seconds():
-    with own_backend("threads") as own:
+    with temporary_alias("threads") as own:
         assert task_backends[own].settings["SHUTDOWN_TIMEOUT"] == 5.0
         assert task_backends[own].runtime.config.shutdown_timeout == 5.0
 
@@ -254,9 +266,9 @@ def test_an_enqueue_after_the_exit_hook_raises_backend_closed(site, tmp_path, ba
     assert done.stdout == (
         "enqueued\n"
         f"refused: Task backend {backend!r} is closed: the interpreter is exiting, "
-        "so it cannot enqueue 'tests.reliability_tasks.square'.\n"
+        "so it cannot enqueue 'tests.tasks.square'.\n"
         "refused: Task backend 'unused' is closed: the interpreter is exiting, "
-        "so it cannot enqueue 'tests.reliability_tasks.square'.\n"
+        "so it cannot enqueue 'tests.tasks.square'.\n"
     )
 
 
@@ -287,18 +299,12 @@ def test_exit_gives_a_running_task_time_to_finish(site, tmp_path, backend):
     site["SHUTDOWN_TIMEOUT"] = "30"
     done = run_exit_script(site, tmp_path, backend, "finish", queued=0)
     assert done.returncode == 0, done.stderr
-    # Written by the task one second after it started, after the script ended.
+    # Written by the task half a second after it started, after the script ended.
     assert (tmp_path / "finish-marker").read_text() == "finished"
     assert not package_log_lines(done.stderr, "still running"), done.stderr
 
 
 # -- runserver ---------------------------------------------------------------
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def live_processes_in_group(pgid):
@@ -316,18 +322,6 @@ def live_processes_in_group(pgid):
         if int(pgrp) == pgid and state != "Z":
             pids.append(int(entry.name))
     return pids
-
-
-def get(url, deadline):
-    """GET ``url``, retrying while the server is not up yet."""
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                return response.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -367,7 +361,7 @@ def test_runserver_exits_with_a_hung_task(site, tmp_path, reload, signum, backen
     try:
         deadline = time.monotonic() + DEADLINE
         assert (
-            get(f"http://127.0.0.1:{port}/enqueue/?backend={backend}", deadline)
+            http_get(f"http://127.0.0.1:{port}/enqueue/?backend={backend}", deadline)
             == "started"
         )
         os.killpg(server.pid, signum)

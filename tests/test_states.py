@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from django_tasks_local.exceptions import InvalidTransition
 from django_tasks_local.states import transition
-from tests import contract_tasks
+from tests import tasks
 
 READY = TaskResultStatus.READY
 RUNNING = TaskResultStatus.RUNNING
@@ -23,7 +23,7 @@ REFUSED = sorted(set(product(TaskResultStatus, repeat=2)) - ALLOWED)
 
 def result_in(status: TaskResultStatus) -> TaskResult:
     result = TaskResult(
-        task=contract_tasks.noop,
+        task=tasks.noop,
         id="result-id",
         status=READY,
         enqueued_at=timezone.now(),

@@ -1,9 +1,8 @@
-"""ThreadPoolBackend's executor (ThreadPool) and its database connections."""
+"""ThreadPoolBackend against PostgreSQL: the connections its workers open, as the server sees them."""
 
 from __future__ import annotations
 
 import threading
-from concurrent.futures import CancelledError
 
 import psycopg
 import pytest
@@ -11,117 +10,8 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 from django.tasks import task_backends
 
-from django_tasks_local.executors.threads import ThreadPool
-
-from .reliability_support import own_backend, wait_until
-from .reliability_tasks import postgres_backend_pid
-
-# -- the executor ------------------------------------------------------------
-
-
-def test_runs_calls_and_reports_errors():
-    pool = ThreadPool(2)
-    try:
-        assert pool.submit(pow, 3, 4).result(timeout=30) == 81
-        with pytest.raises(ZeroDivisionError):
-            pool.submit(divmod, 1, 0).result(timeout=30)
-    finally:
-        pool.shutdown()
-
-
-def test_reuses_an_idle_worker_and_never_exceeds_max_workers():
-    pool = ThreadPool(3, thread_name_prefix="reuse")
-    try:
-        names = {
-            pool.submit(lambda: threading.current_thread().name).result(30)
-            for _ in range(20)
-        }
-        assert len(names) == 1
-
-        release = threading.Event()
-        futures = [
-            pool.submit(lambda: (release.wait(30), threading.current_thread().name)[1])
-            for _ in range(10)
-        ]
-        release.set()
-        names = {future.result(timeout=30) for future in futures}
-        assert len(names) <= 3
-        assert all(name.startswith("reuse_") for name in names)
-    finally:
-        pool.shutdown()
-
-
-def test_workers_are_daemon_threads():
-    # The interpreter does not join them at exit: a hung task cannot hang it.
-    pool = ThreadPool(1)
-    try:
-        assert pool.submit(lambda: threading.current_thread().daemon).result(30) is True
-    finally:
-        pool.shutdown()
-
-
-def test_shutdown_cancels_waiting_calls_and_refuses_new_ones():
-    pool = ThreadPool(1)
-    release = threading.Event()
-    running = pool.submit(release.wait, 30)
-    waiting = [pool.submit(pow, 2, n) for n in range(5)]
-    pool.shutdown(wait=False, cancel_futures=True)
-    with pytest.raises(RuntimeError, match="after shutdown"):
-        pool.submit(pow, 2, 2)
-    release.set()
-    assert running.result(timeout=30) is True
-    for future in waiting:
-        with pytest.raises(CancelledError):
-            future.result(timeout=30)
-    pool.shutdown(wait=True)
-
-
-def test_shutdown_without_cancel_runs_what_was_submitted():
-    pool = ThreadPool(2)
-    futures = [pool.submit(pow, 2, n) for n in range(10)]
-    pool.shutdown(wait=True)
-    assert [future.result(timeout=0) for future in futures] == [2**n for n in range(10)]
-
-
-# -- database connections ----------------------------------------------------
-
-
-def _open_default_connection():
-    """Runs in a worker: opens its connection to `default`, returns the wrapper."""
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return connections["default"]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_an_idle_worker_closes_its_connection_once_past_conn_max_age(monkeypatch):
-    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 1)
-    pool = ThreadPool(1)
-    try:
-        wrapper = pool.submit(_open_default_connection).result(timeout=30)
-        # No task comes: the idle worker closes it once it passes its age.
-        wait_until(lambda: wrapper.connection is None, message="idle connection closed")
-        # The worker is still there and opens a new connection when needed.
-        again = pool.submit(_open_default_connection).result(timeout=30)
-        assert again is wrapper
-        assert again.connection is not None
-    finally:
-        pool.shutdown()
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_worker_keeps_a_persistent_connection_until_shutdown(monkeypatch):
-    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", None)
-    pool = ThreadPool(1)
-    wrapper = pool.submit(_open_default_connection).result(timeout=30)
-    # Reused by the next call (CONN_MAX_AGE None: persistent) ...
-    assert pool.submit(_open_default_connection).result(timeout=30).connection is (
-        wrapper.connection
-    )
-    # ... and closed when the worker leaves.
-    pool.shutdown(wait=True)
-    assert wrapper.connection is None
-
+from tests.helpers import DEADLINE, temporary_alias, wait_until
+from tests.tasks import postgres_backend_pid
 
 # -- against PostgreSQL: what the server sees --------------------------------
 
@@ -149,17 +39,12 @@ def _live_backend_pids(pids):
 
 
 @pytest.fixture
-def postgres_connections_opened_by_workers():
-    """(alias prefix) -> the connections opened to `postgres` by that backend's workers."""
+def postgres_connections_opened():
+    """The names of the threads that open a connection to `postgres`, one per opening."""
     opened = []
 
     def record(sender, connection, **kwargs):
-        if (
-            connection.alias == "postgres"
-            and threading.current_thread().name.startswith(
-                "django-tasks-local-reliability-threads"
-            )
-        ):
+        if connection.alias == "postgres":
             opened.append(threading.current_thread().name)
 
     connection_created.connect(record, weak=False)
@@ -167,24 +52,29 @@ def postgres_connections_opened_by_workers():
     connection_created.disconnect(record)
 
 
+def by_workers_of(alias, opened):
+    """The openings by the workers of ``alias`` (ThreadPoolBackend names its threads)."""
+    return [name for name in opened if name.startswith(f"django-tasks-local-{alias}_")]
+
+
 def _run_pid_tasks(alias, count):
     results = [
         postgres_backend_pid.using(backend=alias).enqueue() for _ in range(count)
     ]
     backend = task_backends[alias]
-    backend.wait_until_idle(timeout=60)
+    backend.wait_until_idle(timeout=DEADLINE)
     return [backend.get_result(result.id).return_value for result in results]
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
 def test_conn_max_age_0_each_task_opens_and_closes_its_own_connection(
-    monkeypatch, postgres_connections_opened_by_workers
+    monkeypatch, postgres_connections_opened
 ):
     monkeypatch.setitem(connections.settings["postgres"], "CONN_MAX_AGE", 0)
-    with own_backend("threads", MAX_WORKERS=4) as alias:
+    with temporary_alias("threads", MAX_WORKERS=4) as alias:
         pids = _run_pid_tasks(alias, 40)
-        assert len(postgres_connections_opened_by_workers) == 40
+        assert len(by_workers_of(alias, postgres_connections_opened)) == 40
         assert len(set(pids)) == 40
         # Closed after each task, while the workers are still there.
         wait_until(lambda: not _live_backend_pids(pids), message="connections closed")
@@ -193,14 +83,14 @@ def test_conn_max_age_0_each_task_opens_and_closes_its_own_connection(
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
 def test_conn_max_age_reuses_connections_then_idle_workers_close_them(
-    monkeypatch, postgres_connections_opened_by_workers
+    monkeypatch, postgres_connections_opened
 ):
     monkeypatch.setitem(connections.settings["postgres"], "CONN_MAX_AGE", 1)
-    with own_backend("threads", MAX_WORKERS=4) as alias:
+    with temporary_alias("threads", MAX_WORKERS=4) as alias:
         pids = _run_pid_tasks(alias, 40)
         # Reused across tasks: far fewer connections than tasks, one per opening.
         assert len(set(pids)) < 40
-        assert len(postgres_connections_opened_by_workers) == len(set(pids))
+        assert len(by_workers_of(alias, postgres_connections_opened)) == len(set(pids))
         # The pool is idle: its workers close what passes CONN_MAX_AGE.
         wait_until(
             lambda: not _live_backend_pids(pids), message="idle connections closed"
@@ -221,7 +111,7 @@ def test_conn_health_checks_replace_a_connection_that_broke_between_tasks(
 ):
     monkeypatch.setitem(connections.settings["postgres"], "CONN_MAX_AGE", None)
     monkeypatch.setitem(connections.settings["postgres"], "CONN_HEALTH_CHECKS", True)
-    with own_backend("threads", MAX_WORKERS=1) as alias:
+    with temporary_alias("threads", MAX_WORKERS=1) as alias:
         [first] = _run_pid_tasks(alias, 1)
         # The server drops the idle worker's connection (a restart, a proxy).
         _terminate_backend(first)

@@ -1,4 +1,4 @@
-"""The result store: bounded eviction of finished results, and copies out of it."""
+"""The result store: bounded eviction of finished results, alone and through a backend."""
 
 from __future__ import annotations
 
@@ -6,17 +6,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.tasks import TaskResult, TaskResultStatus
-from django.tasks.base import TaskError
+from django.tasks import TaskResult, TaskResultStatus, task_backends
 from django.tasks.exceptions import TaskResultDoesNotExist
-from django.tasks.signals import task_finished
+from django.tasks.signals import task_enqueued, task_finished
 from django.utils import timezone
 
 from django_tasks_local.result_store import ResultStore
-from django_tasks_local.results import copy_json, snapshot
-from django_tasks_local.states import transition
-from tests import contract_tasks
-from tests.contract_tasks import DEADLINE, temporary_alias, wait_until
+from tests import tasks
+from tests.helpers import DEADLINE, temporary_alias, wait_until_running
 
 READY = TaskResultStatus.READY
 RUNNING = TaskResultStatus.RUNNING
@@ -25,7 +22,7 @@ SUCCESSFUL = TaskResultStatus.SUCCESSFUL
 
 def new_result(result_id: str, args=(), kwargs=None) -> TaskResult:
     return TaskResult(
-        task=contract_tasks.noop,
+        task=tasks.noop,
         id=result_id,
         status=READY,
         enqueued_at=timezone.now(),
@@ -100,79 +97,46 @@ def test_get_returns_the_stored_result_itself():
     assert store.get("id") is result
 
 
-# -- snapshots ---------------------------------------------------------------------
-
-
-def test_a_snapshot_shares_nothing_mutable():
-    result = new_result("id", args=[[1], {"a": [2]}], kwargs={"k": {"nested": [3]}})
-    transition(result, RUNNING, worker_ids=["worker"], started_at=timezone.now())
-    transition(result, SUCCESSFUL, _return_value={"items": [1, {"deep": [2]}]})
-
-    copy = snapshot(result)
-    copy.args[0].append("x")
-    copy.args[1]["a"].append("x")
-    copy.kwargs["k"]["nested"].append("x")
-    copy.worker_ids.append("x")
-    copy.errors.append(TaskError(exception_class_path="x", traceback="x"))
-    copy.return_value["items"][1]["deep"].append("x")
-
-    assert result.args == [[1], {"a": [2]}]
-    assert result.kwargs == {"k": {"nested": [3]}}
-    assert result.worker_ids == ["worker"]
-    assert result.errors == []
-    assert result.return_value == {"items": [1, {"deep": [2]}]}
-
-
-def test_a_snapshot_does_not_follow_later_changes():
-    result = new_result("id")
-    copy = snapshot(result)
-
-    transition(result, RUNNING, worker_ids=["worker"], started_at=timezone.now())
-
-    assert (copy.status, copy.worker_ids, copy.started_at) == (READY, [], None)
-    assert copy.id == result.id and copy.task is result.task
-
-
-def test_copy_json_copies_lists_and_dicts_at_every_depth():
-    value = {"a": [1, {"b": [2]}], "c": "text"}
-
-    copy = copy_json(value)
-
-    assert copy == value
-    assert copy is not value
-    assert copy["a"] is not value["a"]
-    assert copy["a"][1] is not value["a"][1]
-    assert copy["a"][1]["b"] is not value["a"][1]["b"]
-
-
 # -- through a backend -------------------------------------------------------------
 
 
 def test_a_backend_keeps_at_most_max_results_finished(alias, tmp_path: Path, request):
-    name = f"store-{alias}"
-    with temporary_alias(name, like=alias, MAX_WORKERS=2, MAX_RESULTS=3) as backend:
-        runtime = backend.runtime
-        finished_counts = []
+    with temporary_alias(alias, MAX_WORKERS=2, MAX_RESULTS=3) as name:
+        backend = task_backends[name]
+        enqueued = []  # every result id of the alias, from task_enqueued
+        finished_counts = []  # at each task_finished: how many finished are kept
+
+        def stored(result_id):
+            try:
+                return backend.get_result(result_id)
+            except TaskResultDoesNotExist:
+                return None
+
+        def note_enqueued(sender, task_result, **kwargs):
+            if task_result.backend == name:
+                enqueued.append(task_result.id)
 
         def count_finished(sender, task_result, **kwargs):
             if task_result.backend != name:
                 return  # another test's straggler
-            with runtime._lock:
-                stored = list(runtime._store._results.values())
-            finished_counts.append(sum(result.is_finished for result in stored))
+            kept = [stored(result_id) for result_id in list(enqueued)]
+            finished_counts.append(
+                sum(result is not None and result.is_finished for result in kept)
+            )
 
+        task_enqueued.connect(note_enqueued, weak=False)
+        request.addfinalizer(lambda: task_enqueued.disconnect(note_enqueued))
         # Enqueued first, so an oldest-enqueued-first eviction would drop them.
         later = timezone.now() + timedelta(hours=1)
-        deferred = contract_tasks.noop.using(backend=name, run_after=later).enqueue()
-        blocker = contract_tasks.block.using(backend=name).enqueue(
-            str(tmp_path), "blocker"
-        )
-        wait_until((tmp_path / "blocker.started").exists)
+        deferred = tasks.noop.using(backend=name, run_after=later).enqueue()
+        release = tmp_path / "release"
+        blocker = tasks.block_until.using(backend=name).enqueue(str(release))
+        wait_until_running(backend, blocker.id)
 
         task_finished.connect(count_finished, weak=False)
         request.addfinalizer(lambda: task_finished.disconnect(count_finished))
         # The blocker holds one worker; these run one by one on the other.
-        quick = [contract_tasks.noop.using(backend=name).enqueue() for _ in range(12)]
+        quick = [tasks.noop.using(backend=name).enqueue() for _ in range(12)]
         backend.wait_for_result(quick[-1].id, timeout=DEADLINE)
 
         assert len(finished_counts) == 12
@@ -183,9 +147,10 @@ def test_a_backend_keeps_at_most_max_results_finished(alias, tmp_path: Path, req
         assert [backend.get_result(r.id).status for r in quick[-3:]] == [SUCCESSFUL] * 3
         assert backend.get_result(deferred.id).status == READY
         assert backend.get_result(blocker.id).status == RUNNING
-        assert len(runtime._store) == 3 + 2
+        # Nothing else is kept: the three newest finished, and the two unfinished.
+        assert len([r for r in map(stored, enqueued) if r is not None]) == 3 + 2
 
-        (tmp_path / "release").touch()
+        release.touch()
         backend.wait_for_result(blocker.id, timeout=DEADLINE)
 
         # The blocker is now the newest finished: the oldest survivor made room.

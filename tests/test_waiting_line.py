@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from django_tasks_local import waiting_line as dispatch
+from django_tasks_local import waiting_line
 from django_tasks_local.waiting_line import WaitingLine
 
 NOW = 1_800_000_000.0
@@ -19,7 +19,7 @@ def clock(monkeypatch):
         now = NOW
 
     # Only the waiting line's view of time: other threads keep the real clock.
-    monkeypatch.setattr(dispatch, "time", SimpleNamespace(time=lambda: Clock.now))
+    monkeypatch.setattr(waiting_line, "time", SimpleNamespace(time=lambda: Clock.now))
     return Clock
 
 

@@ -24,14 +24,13 @@ from django_tasks_local.backends.worker_process import set_up
 from django_tasks_local.exceptions import TaskTimedOut, WorkerCrashed, WorkerError
 from django_tasks_local.executors.processes import ProcessPool
 from django_tasks_local.runner import Envelope, Outcome, TaskReference, run_task
-from tests import process_tasks
+from tests import tasks
+from tests.helpers import DEADLINE, postgres_pid, wait_until
 
 pytestmark = pytest.mark.filterwarnings(
     # The test process has threads (other pools' supervisors) when it forks.
     "ignore:This process .* is multi-threaded:DeprecationWarning"
 )
-
-WAIT = 60
 
 
 def envelope(task: Any, *args: Any) -> Envelope:
@@ -50,7 +49,7 @@ class Starts:
         self.queue.put((result_id, worker_id))
 
     def next(self) -> tuple[str, str]:
-        return self.queue.get(timeout=WAIT)
+        return self.queue.get(timeout=DEADLINE)
 
 
 @pytest.fixture
@@ -78,12 +77,12 @@ def make_pool(starts: Starts) -> Iterator[Any]:
 
 def test_runs_calls_in_children(make_pool: Any) -> None:
     pool = make_pool()
-    assert pool.submit(pow, 2, 10).result(WAIT) == 1024
-    child_pid = pool.submit(process_tasks.plain_pid).result(WAIT)
+    assert pool.submit(pow, 2, 10).result(DEADLINE) == 1024
+    child_pid = pool.submit(tasks.plain_pid).result(DEADLINE)
     assert child_pid != os.getpid()
     assert child_pid in pool.worker_pids
     with pytest.raises(WorkerError, match="ZeroDivisionError"):
-        pool.submit(divmod, 1, 0).result(WAIT)
+        pool.submit(divmod, 1, 0).result(DEADLINE)
 
 
 def test_concurrent_submits_all_complete(make_pool: Any) -> None:
@@ -94,13 +93,13 @@ def test_concurrent_submits_all_complete(make_pool: Any) -> None:
     def submit_some(start: int) -> None:
         futures = {n: pool.submit(pow, n, 2) for n in range(start, start + 50)}
         for n, future in futures.items():
-            results[n] = future.result(WAIT)
+            results[n] = future.result(DEADLINE)
 
     threads = [threading.Thread(target=submit_some, args=(i * 50,)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(WAIT)
+        thread.join(DEADLINE)
     assert results == {n: n * n for n in range(200)}
 
 
@@ -109,8 +108,8 @@ def test_start_is_reported_when_a_child_starts_the_task(
 ) -> None:
     pool = make_pool(max_workers=1)
     release = tmp_path / "release"
-    first = envelope(process_tasks.block_until, str(release))
-    second = envelope(process_tasks.add, 1, 2)
+    first = envelope(tasks.block_until, str(release))
+    second = envelope(tasks.add, 1, 2)
     first_future = pool.submit(run_task, first)
     second_future = pool.submit(run_task, second)
     result_id, worker_id = starts.next()
@@ -120,30 +119,30 @@ def test_start_is_reported_when_a_child_starts_the_task(
     assert not second_future.running()
     release.touch()
     assert starts.next()[0] == second.result_id
-    outcome: Outcome = first_future.result(WAIT)
+    outcome: Outcome = first_future.result(DEADLINE)
     assert worker_id == outcome.worker_id
     assert worker_id.endswith(f":{outcome.return_value}")
-    assert second_future.result(WAIT).return_value == 3
+    assert second_future.result(DEADLINE).return_value == 3
 
 
 def test_a_crash_fails_the_started_call_and_the_waiting_one_runs(
     make_pool: Any, starts: Starts
 ) -> None:
     pool = make_pool(max_workers=1)
-    crash = pool.submit(run_task, envelope(process_tasks.exit_hard, 1))
-    waiting = pool.submit(run_task, envelope(process_tasks.pid))
+    crash = pool.submit(run_task, envelope(tasks.exit_hard, 1))
+    waiting = pool.submit(run_task, envelope(tasks.pid))
     with pytest.raises(WorkerCrashed, match="exited with code 1"):
-        crash.result(WAIT)
+        crash.result(DEADLINE)
     crashed_pid = int(starts.next()[1].rsplit(":", 1)[1])
-    assert waiting.result(WAIT).return_value != crashed_pid
-    assert pool.submit(pow, 3, 3).result(WAIT) == 27
+    assert waiting.result(DEADLINE).return_value != crashed_pid
+    assert pool.submit(pow, 3, 3).result(DEADLINE) == 27
 
 
 @pytest.mark.parametrize(
     ("task", "message"),
     [
-        (process_tasks.segfault, "signal SIGSEGV"),
-        (process_tasks.block_until, "signal SIGKILL"),
+        (tasks.segfault, "signal SIGSEGV"),
+        (tasks.block_until, "signal SIGKILL"),
     ],
     ids=["segfault", "sigkill"],
 )
@@ -151,15 +150,15 @@ def test_a_child_killed_by_a_signal(
     make_pool: Any, starts: Starts, tmp_path: Path, task: Any, message: str
 ) -> None:
     pool = make_pool()
-    args = [str(tmp_path / "never")] if task is process_tasks.block_until else []
+    args = [str(tmp_path / "never")] if task is tasks.block_until else []
     future = pool.submit(run_task, envelope(task, *args))
     worker_pid = int(starts.next()[1].rsplit(":", 1)[1])
-    if task is process_tasks.block_until:
+    if task is tasks.block_until:
         os.kill(worker_pid, signal.SIGKILL)  # as the OOM killer does
     with pytest.raises(WorkerCrashed, match=message) as caught:
-        future.result(WAIT)
+        future.result(DEADLINE)
     assert f"pid {worker_pid}" in str(caught.value)
-    assert pool.submit(pow, 2, 5).result(WAIT) == 32
+    assert pool.submit(pow, 2, 5).result(DEADLINE) == 32
 
 
 def test_a_call_not_started_when_its_child_died_goes_to_another_child_once(
@@ -168,18 +167,18 @@ def test_a_call_not_started_when_its_child_died_goes_to_another_child_once(
     # A plain function never reports its start: each death is before it.
     marks = tmp_path / "marks"
     pool = make_pool(max_workers=1)
-    future = pool.submit(process_tasks.touch_then_exit_hard, str(marks))
+    future = pool.submit(tasks.touch_then_exit_hard, str(marks))
     with pytest.raises(WorkerCrashed, match="exited with code 5"):
-        future.result(WAIT)
+        future.result(DEADLINE)
     assert marks.read_text().count("attempt") == 2
-    assert pool.submit(pow, 2, 2).result(WAIT) == 4
+    assert pool.submit(pow, 2, 2).result(DEADLINE) == 4
 
 
 def test_an_idle_child_that_dies_is_replaced(make_pool: Any) -> None:
     pool = make_pool(max_workers=1)
-    first = pool.submit(process_tasks.plain_pid).result(WAIT)
+    first = pool.submit(tasks.plain_pid).result(DEADLINE)
     os.kill(first, signal.SIGKILL)
-    second = pool.submit(process_tasks.plain_pid).result(WAIT)
+    second = pool.submit(tasks.plain_pid).result(DEADLINE)
     assert second != first
 
 
@@ -187,32 +186,30 @@ def test_timeout_kills_the_child_and_the_pool_goes_on(
     make_pool: Any, starts: Starts, tmp_path: Path
 ) -> None:
     pool = make_pool(max_workers=1, timeout=0.5)
-    future = pool.submit(
-        run_task, envelope(process_tasks.block_until, str(tmp_path / "never"))
-    )
+    future = pool.submit(run_task, envelope(tasks.block_until, str(tmp_path / "never")))
     with pytest.raises(TaskTimedOut, match=r"timeout of 0\.5s"):
-        future.result(WAIT)
+        future.result(DEADLINE)
     killed_pid = int(starts.next()[1].rsplit(":", 1)[1])
-    assert pool.submit(run_task, envelope(process_tasks.pid)).result(
-        WAIT
-    ).return_value != (killed_pid)
+    assert pool.submit(run_task, envelope(tasks.pid)).result(DEADLINE).return_value != (
+        killed_pid
+    )
 
 
 def test_a_result_that_cannot_be_pickled_back_fails_the_call(make_pool: Any) -> None:
     pool = make_pool(max_workers=1)
-    child_pid = pool.submit(process_tasks.plain_pid).result(WAIT)
+    child_pid = pool.submit(tasks.plain_pid).result(DEADLINE)
     with pytest.raises(WorkerError, match="could not be sent back"):
-        pool.submit(process_tasks.unpicklable_result).result(WAIT)
+        pool.submit(tasks.unpicklable_result).result(DEADLINE)
     # The same child goes on.
-    assert pool.submit(process_tasks.plain_pid).result(WAIT) == child_pid
+    assert pool.submit(tasks.plain_pid).result(DEADLINE) == child_pid
 
 
 def test_arguments_that_cannot_be_pickled_fail_the_call(make_pool: Any) -> None:
     pool = make_pool(max_workers=1)
     future = pool.submit(print, threading.Lock())
     with pytest.raises(WorkerError, match="cannot be sent to a worker process"):
-        future.result(WAIT)
-    assert pool.submit(pow, 2, 3).result(WAIT) == 8
+        future.result(DEADLINE)
+    assert pool.submit(pow, 2, 3).result(DEADLINE) == 8
 
 
 def test_shutdown_lets_busy_children_finish(
@@ -220,7 +217,7 @@ def test_shutdown_lets_busy_children_finish(
 ) -> None:
     pool = make_pool(max_workers=1)
     release = tmp_path / "release"
-    busy = pool.submit(run_task, envelope(process_tasks.block_until, str(release)))
+    busy = pool.submit(run_task, envelope(tasks.block_until, str(release)))
     waiting = pool.submit(pow, 2, 4)
     starts.next()
     pool.shutdown(wait=False)  # while the only child is busy
@@ -238,15 +235,15 @@ def test_shutdown_can_cancel_the_waiting_calls(
 ) -> None:
     pool = make_pool(max_workers=1)
     release = tmp_path / "release"
-    busy = pool.submit(run_task, envelope(process_tasks.block_until, str(release)))
+    busy = pool.submit(run_task, envelope(tasks.block_until, str(release)))
     waiting = [pool.submit(pow, 2, n) for n in range(3)]
     starts.next()
     pool.shutdown(wait=False, cancel_futures=True)
     release.touch()
-    assert busy.result(WAIT).error is None
+    assert busy.result(DEADLINE).error is None
     for future in waiting:
         with pytest.raises(CancelledError):
-            future.result(WAIT)
+            future.result(DEADLINE)
 
 
 def test_shutdown_cancelling_spares_the_calls_that_free_children_take(
@@ -254,17 +251,17 @@ def test_shutdown_cancelling_spares_the_calls_that_free_children_take(
 ) -> None:
     pool = make_pool(max_workers=2)
     release = tmp_path / "release"
-    busy = pool.submit(run_task, envelope(process_tasks.block_until, str(release)))
+    busy = pool.submit(run_task, envelope(tasks.block_until, str(release)))
     starts.next()
     # One child is busy and one place is free: the first waiting call takes it.
     spared = pool.submit(pow, 2, 5)
     cancelled = pool.submit(pow, 2, 6)
     pool.shutdown(wait=False, cancel_futures=True)
-    assert spared.result(WAIT) == 32
+    assert spared.result(DEADLINE) == 32
     with pytest.raises(CancelledError):
-        cancelled.result(WAIT)
+        cancelled.result(DEADLINE)
     release.touch()
-    assert busy.result(WAIT).error is None
+    assert busy.result(DEADLINE).error is None
 
 
 def test_a_child_gets_its_next_call_before_the_last_ones_callbacks_run(
@@ -274,25 +271,25 @@ def test_a_child_gets_its_next_call_before_the_last_ones_callbacks_run(
     # supervisor thread: the child does not wait for them to get its next call.
     pool = make_pool(max_workers=1)
     release, mark = tmp_path / "release", tmp_path / "mark"
-    first = pool.submit(process_tasks.plain_block_until, str(release))
+    first = pool.submit(tasks.plain_block_until, str(release))
     called_back = threading.Event()
     next_ran_meanwhile = []
 
     def wait_for_the_next_call(_: Any) -> None:
-        try:
-            process_tasks.wait_for_path(str(mark), timeout=10)
-            next_ran_meanwhile.append(True)
-        except TimeoutError:
-            next_ran_meanwhile.append(False)
+        # Ten seconds: what a child held by the callbacks would wait for.
+        deadline = time.monotonic() + 10
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        next_ran_meanwhile.append(mark.exists())
         called_back.set()
 
     first.add_done_callback(wait_for_the_next_call)
     # tmp_path exists: the second call leaves its mark and returns.
-    second = pool.submit(process_tasks.plain_mark_then_block, str(mark), str(tmp_path))
+    second = pool.submit(tasks.plain_mark_then_block, str(mark), str(tmp_path))
     release.touch()
-    assert called_back.wait(WAIT)
+    assert called_back.wait(DEADLINE)
     assert next_ran_meanwhile == [True]
-    assert second.result(WAIT) == first.result(0)
+    assert second.result(DEADLINE) == first.result(0)
 
 
 def test_max_tasks_per_child_cannot_be_used_with_fork() -> None:
@@ -309,17 +306,11 @@ def test_a_child_that_cannot_start_fails_the_waiting_calls(
     pool = make_pool(max_workers=1, mp_context="spawn")
     future = pool.submit(pow, 2, 2)
     with pytest.raises(WorkerError, match="could not start") as caught:
-        future.result(WAIT)
+        future.result(DEADLINE)
     assert "No module named 'tests.no_such_settings'" in str(caught.value)
     # Not broken for good: a child started with working settings takes calls.
     monkeypatch.undo()
-    assert pool.submit(pow, 2, 3).result(WAIT) == 8
-
-
-def postgres_pid() -> int:
-    with connections["postgres"].cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
+    assert pool.submit(pow, 2, 3).result(DEADLINE) == 8
 
 
 @pytest.mark.postgres
@@ -344,17 +335,17 @@ def test_a_forked_child_lets_go_of_the_connections_it_inherits() -> None:
     pool = ProcessPool(1, mp_context="fork", initializer=set_up, on_started=on_started)
     try:
         with pytest.raises(WorkerCrashed):
-            pool.submit(run_task, envelope(process_tasks.exit_hard, 1)).result(WAIT)
+            pool.submit(run_task, envelope(tasks.exit_hard, 1)).result(DEADLINE)
         # A new child, forked from the thread with the open connection.
-        child = pool.submit(run_task, envelope(process_tasks.postgres_backend_pid))
-        outcome = child.result(WAIT)
+        child = pool.submit(run_task, envelope(tasks.postgres_backend_pid))
+        outcome = child.result(DEADLINE)
         assert outcome.error is None, outcome.error
         assert outcome.return_value != supervisor_pids[0]
         # The child did not close the parent's connection either.
-        pool.submit(run_task, envelope(process_tasks.add, 0, 0)).result(WAIT)
+        pool.submit(run_task, envelope(tasks.add, 0, 0)).result(DEADLINE)
         assert supervisor_pids == [supervisor_pids[0]] * 2
     finally:
-        pool.submit(run_task, envelope(process_tasks.add, 0, 0)).result(WAIT)
+        pool.submit(run_task, envelope(tasks.add, 0, 0)).result(DEADLINE)
         pool.shutdown()
         settings_dict["CONN_MAX_AGE"] = 0
 
@@ -364,17 +355,17 @@ def test_terminate_kills_busy_children_and_retries_nothing(
 ) -> None:
     mark, never = str(tmp_path / "mark"), str(tmp_path / "never")
     pool = make_pool(max_workers=2)
-    busy = pool.submit(run_task, envelope(process_tasks.block_until, never))
+    busy = pool.submit(run_task, envelope(tasks.block_until, never))
     starts.next()
     # A plain function reports no start: to the pool it never started.
-    unstarted = pool.submit(process_tasks.plain_mark_then_block, mark, never)
-    process_tasks.wait_for_path(mark)
+    unstarted = pool.submit(tasks.plain_mark_then_block, mark, never)
+    wait_until(Path(mark).exists, message="the unstarted call runs")
     pool.terminate()
     with pytest.raises(WorkerCrashed, match="SIGKILL"):
-        busy.result(WAIT)
+        busy.result(DEADLINE)
     # Killed on purpose: not handed to a new child.
     with pytest.raises(WorkerCrashed, match="SIGKILL"):
-        unstarted.result(WAIT)
+        unstarted.result(DEADLINE)
     pool.shutdown(wait=True)
     assert pool.worker_pids == []
 
@@ -394,9 +385,10 @@ def test_connections_opened_in_the_supervisor_thread_are_closed_as_after_a_reque
         on_started=lambda *_: supervisor_pids.append(postgres_pid()),
     )
     try:
-        assert pool.submit(run_task, envelope(process_tasks.add, 1, 1)).result(WAIT)
+        outcome = pool.submit(run_task, envelope(tasks.add, 1, 1)).result(DEADLINE)
+        assert (outcome.error, outcome.return_value) == (None, 2)
         [pid] = supervisor_pids
-        deadline = time.monotonic() + WAIT
+        deadline = time.monotonic() + DEADLINE
         while True:
             with connections["postgres"].cursor() as cursor:
                 cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid])

@@ -1,0 +1,127 @@
+"""Waiting for results: the backends' wait_for_result and wait_until_idle, and
+``wait`` and ``await_result`` of django_tasks_local.waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from django.tasks import TaskResultStatus, task_backends
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.signals import task_finished
+
+from django_tasks_local import await_result, wait
+from tests.helpers import DEADLINE, temporary_alias
+from tests.tasks import block_until, square
+
+READY = TaskResultStatus.READY
+SUCCESSFUL = TaskResultStatus.SUCCESSFUL
+
+
+@pytest.fixture
+def one_worker(alias, tmp_path):
+    """An alias like ``alias`` with one worker, and the gate of the task that holds it.
+
+    The gate opens at the latest after the test, before the alias closes.
+    """
+    gate = tmp_path / "gate"
+    with temporary_alias(alias, MAX_WORKERS=1) as own:
+        try:
+            yield own, gate
+        finally:
+            gate.touch()
+
+
+def test_waiting_times_out_then_returns_when_done(one_worker):
+    solo, gate = one_worker
+    backend = task_backends[solo]
+    blocker = block_until.using(backend=solo).enqueue(str(gate))
+    queued = square.using(backend=solo).enqueue(9)
+    with pytest.raises(TimeoutError):
+        backend.wait_for_result(queued.id, timeout=0.1)
+    with pytest.raises(TimeoutError):
+        wait(queued, timeout=0.1)
+    with pytest.raises(TimeoutError):
+        backend.wait_until_idle(timeout=0.1)
+    assert backend.get_result(queued.id).status == READY
+
+    gate.touch()
+    done = wait(queued, timeout=DEADLINE)
+    assert done.status == SUCCESSFUL
+    assert done.return_value == 81
+    backend.wait_until_idle(timeout=DEADLINE)
+    assert backend.get_result(blocker.id).status == SUCCESSFUL
+
+
+@pytest.mark.parametrize("how", ["wait_for_result", "wait", "await_result", "idle"])
+def test_waiting_returns_after_task_finished_receivers_ran(alias, how):
+    backend = task_backends[alias]
+    receiving = threading.Event()
+    received = []
+
+    def slow_receiver(sender, task_result, **kwargs):
+        receiving.set()
+        # Slow on purpose: a waiter that did not wait for receivers would
+        # return before the append.
+        threading.Event().wait(0.2)
+        received.append(task_result.id)
+
+    task_finished.connect(slow_receiver)
+    try:
+        result = square.using(backend=alias).enqueue(2)
+        # The task has finished; its receivers are running as the wait begins.
+        assert receiving.wait(DEADLINE)
+        if how == "wait_for_result":
+            backend.wait_for_result(result.id, timeout=DEADLINE)
+        elif how == "wait":
+            wait(result, timeout=DEADLINE)
+        elif how == "await_result":
+            asyncio.run(await_result(result, timeout=DEADLINE))
+        else:
+            backend.wait_until_idle(timeout=DEADLINE)
+        assert result.id in received
+    finally:
+        task_finished.disconnect(slow_receiver)
+
+
+def test_await_result_leaves_the_event_loop_free(one_worker):
+    solo, gate = one_worker
+    blocker = block_until.using(backend=solo).enqueue(str(gate))
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await await_result(blocker, timeout=0.1)
+        waiter = asyncio.create_task(await_result(blocker, timeout=DEADLINE))
+        await asyncio.sleep(0)  # the waiter is now waiting
+        assert not waiter.done()
+        # This runs only because the waiter does not block the loop.
+        gate.touch()
+        return await waiter
+
+    done = asyncio.run(main())
+    assert done.status == SUCCESSFUL
+    # The blocker's own result: the pid of the worker that ran it.
+    assert done.return_value == int(done.worker_ids[0].split(":")[1])
+
+
+def test_await_result_of_an_unknown_result(alias):
+    result = square.using(backend=alias).enqueue(1)
+    wait(result, timeout=DEADLINE)
+    object.__setattr__(result, "id", "no-such-id")
+    with pytest.raises(TaskResultDoesNotExist):
+        asyncio.run(await_result(result))
+    with pytest.raises(TaskResultDoesNotExist):
+        wait(result)
+
+
+def test_wait_needs_a_result_of_this_package(settings):
+    settings.TASKS = {
+        **settings.TASKS,
+        "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+    }
+    result = square.using(backend="immediate").enqueue(3)
+    with pytest.raises(TypeError, match="'immediate' uses ImmediateBackend"):
+        wait(result)
+    with pytest.raises(TypeError, match="'immediate' uses ImmediateBackend"):
+        asyncio.run(await_result(result))
