@@ -12,7 +12,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_finished
 
 from django_tasks_local import await_result, wait
-from tests.helpers import DEADLINE, temporary_alias
+from tests.helpers import DEADLINE, temporary_alias, wait_until
 from tests.tasks import block_until, square
 
 READY = TaskResultStatus.READY
@@ -125,3 +125,60 @@ def test_wait_needs_a_result_of_this_package(settings):
         wait(result)
     with pytest.raises(TypeError, match="'immediate' uses ImmediateBackend"):
         asyncio.run(await_result(result))
+
+
+@pytest.mark.parametrize("how", ["wait", "await_result"])
+def test_every_waiter_gets_its_result_though_max_results_evicts_it(
+    alias, how, tmp_path
+):
+    # MAX_RESULTS 1 and many tasks ending at once: each result is evicted
+    # almost as soon as it settles, yet every waiter still gets its own.
+    count = 40
+    gate = tmp_path / "gate"
+    with temporary_alias(alias, MAX_RESULTS=1, MAX_WORKERS=count) as own:
+        try:
+            results = [
+                block_until.using(backend=own).enqueue(str(gate)) for _ in range(count)
+            ]
+            if how == "wait":
+                finished = wait_in_threads(own, results, gate)
+            else:
+                finished = asyncio.run(await_in_tasks(results, gate))
+        finally:
+            gate.touch()
+    assert [result.status for result in finished] == [SUCCESSFUL] * count
+    assert all(result.return_value for result in finished)
+
+
+def wait_in_threads(alias, results, gate):
+    finished = [None] * len(results)
+
+    def wait_for(index):
+        finished[index] = wait(results[index], timeout=DEADLINE)
+
+    threads = [
+        threading.Thread(target=wait_for, args=(n,)) for n in range(len(results))
+    ]
+    for thread in threads:
+        thread.start()
+    # Every thread is waiting before the tasks may end (the waiters are not
+    # visible through the API: read the runtime's count of them).
+    runtime = task_backends[alias].runtime
+    wait_until(lambda: sum(map(len, runtime._waiters.values())) == len(results))
+    gate.touch()
+    for thread in threads:
+        thread.join(DEADLINE)
+    return finished
+
+
+async def await_in_tasks(results, gate):
+    waiters = [
+        asyncio.create_task(await_result(result, timeout=DEADLINE))
+        for result in results
+    ]
+    # Tasks run in the order they were made: every waiter has registered
+    # (the first step of await_result) before this opens the gate.
+    opener = asyncio.create_task(asyncio.to_thread(gate.touch))
+    finished = await asyncio.gather(*waiters)
+    await opener
+    return finished
