@@ -46,6 +46,7 @@ def test_defaults():
     assert processes.settings["MAX_WORKERS"] == os.cpu_count()
     assert threads.settings["MAX_RESULTS"] == processes.settings["MAX_RESULTS"] == 1000
     assert processes.settings["MP_CONTEXT"] == "spawn"
+    assert threads.settings["MAX_WAITING"] is processes.settings["MAX_WAITING"] is None
 
 
 @pytest.mark.parametrize("backend_path", [THREADS, PROCESSES])
@@ -82,6 +83,11 @@ def test_an_invalid_count_is_e002_naming_the_option(option, value):
         ("TIMEOUT", True),
         ("TIMEOUT", "10"),
         ("MAX_TASKS_PER_CHILD", 0),
+        ("MAX_WAITING", 0),
+        ("MAX_WAITING", -1),
+        ("MAX_WAITING", 2.5),
+        ("MAX_WAITING", "10"),
+        ("MAX_WAITING", True),
     ],
 )
 def test_other_invalid_values_are_e002(option, value):

@@ -12,10 +12,11 @@ from django.conf import settings
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished
 
-from django_tasks_local import ThreadPoolBackend
+from django_tasks_local import ThreadPoolBackend, WaitingLineFull
 from tests import tasks
 from tests.helpers import (
     DEADLINE,
+    SignalLog,
     read_log,
     temporary_alias,
     wait_until,
@@ -293,3 +294,31 @@ def test_a_freed_worker_process_starts_its_next_task_before_the_signals_end(
             assert backend.wait_for_result(second.id, DEADLINE).status == "SUCCESSFUL"
     finally:
         task_finished.disconnect(dispatch_uid="slow-receiver")
+
+
+def test_max_waiting_refuses_a_task_past_the_bound_and_loses_nothing(
+    alias: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    with temporary_alias(alias, MAX_WORKERS=1, MAX_WAITING=2) as own, SignalLog() as log:
+        try:
+            blocker = tasks.block_until.using(backend=own).enqueue(str(gate))
+            wait_until_running(own, blocker.id)
+            waiting = [tasks.square.using(backend=own).enqueue(n) for n in (2, 3)]
+            with pytest.raises(WaitingLineFull) as refused:
+                tasks.square.using(backend=own).enqueue(4)
+            assert str(refused.value) == (
+                f"Task backend {own!r} has 2 tasks waiting for a worker "
+                "(MAX_WAITING): 'tests.tasks.square' was not enqueued. Try again "
+                "once some have started."
+            )
+            # Nothing of the refused task was stored or sent.
+            assert len(log.by_id) == 3
+        finally:
+            gate.touch()
+        backend = task_backends[own]
+        finished = [backend.wait_for_result(r.id, DEADLINE) for r in waiting]
+        assert [r.return_value for r in finished] == [4, 9]
+        # The line has room again.
+        again = tasks.square.using(backend=own).enqueue(5)
+        assert backend.wait_for_result(again.id, DEADLINE).return_value == 25
