@@ -8,6 +8,7 @@ forkserver tests share one backend.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -318,6 +319,19 @@ def test_a_task_past_its_timeout_is_killed_and_the_other_child_goes_on(
     assert backend.wait_for_result(
         enqueue(backend, tasks.add, 1, 1), DEADLINE
     ).status == (SUCCESSFUL)
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 25 * 24 * 3600.0], ids=["inf", "25d"])
+def test_a_timeout_too_long_to_wait_in_one_go_still_holds(
+    backends: Callable[..., ProcessPoolBackend], timeout: float
+) -> None:
+    # Beyond the longest wait epoll takes (about 24.8 days): used to break the
+    # pool with OverflowError at the first task.
+    backend = backends("long", MP_CONTEXT="fork", MAX_WORKERS=1, TIMEOUT=timeout)
+    assert backend.check() == []
+    for n in range(2):
+        done = backend.wait_for_result(enqueue(backend, tasks.add, n, 1), DEADLINE)
+        assert (done.status, done.return_value) == (SUCCESSFUL, n + 1)
 
 
 # -- waiting tasks when a worker ends --------------------------------------

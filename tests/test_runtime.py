@@ -300,7 +300,10 @@ def test_max_waiting_refuses_a_task_past_the_bound_and_loses_nothing(
     alias: str, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    with temporary_alias(alias, MAX_WORKERS=1, MAX_WAITING=2) as own, SignalLog() as log:
+    with (
+        temporary_alias(alias, MAX_WORKERS=1, MAX_WAITING=2) as own,
+        SignalLog() as log,
+    ):
         try:
             blocker = tasks.block_until.using(backend=own).enqueue(str(gate))
             wait_until_running(own, blocker.id)

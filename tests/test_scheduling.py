@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import ExitStack
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import transaction
@@ -393,3 +393,15 @@ def test_enqueue_on_commit_rejects_anything_else(variant, value):
     assert "ENQUEUE_ON_COMMIT" in errors[0].msg
     assert repr(value) in errors[0].msg
     assert "'default', 'postgres'" in errors[0].msg
+
+
+def test_a_run_after_in_year_9999_keeps_the_timer_for_the_others(alias):
+    # Beyond the longest wait threading can take: the timer waits on.
+    backend = task_backends[alias]
+    far = datetime(9999, 12, 31, tzinfo=UTC)
+    never = stamp.using(backend=alias, run_after=far).enqueue()
+    soon = stamp.using(
+        backend=alias, run_after=timezone.now() + timedelta(seconds=0.2)
+    ).enqueue()
+    assert backend.wait_for_result(soon.id, timeout=DEADLINE).status == SUCCESSFUL
+    assert backend.get_result(never.id).status == READY

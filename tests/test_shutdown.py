@@ -294,9 +294,13 @@ def test_exit_closes_every_backend_when_one_fails_to(site, tmp_path):
     assert package_log_lines(done.stderr, "closed with 10 tasks that never started")
 
 
+# inf and 1e12: longer than threading and the exit hook can wait in one go.
+@pytest.mark.parametrize("shutdown_timeout", ["30", "inf", "1e12"])
 @pytest.mark.parametrize("backend", ["default", "processes"])
-def test_exit_gives_a_running_task_time_to_finish(site, tmp_path, backend):
-    site["SHUTDOWN_TIMEOUT"] = "30"
+def test_exit_gives_a_running_task_time_to_finish(
+    site, tmp_path, backend, shutdown_timeout
+):
+    site["SHUTDOWN_TIMEOUT"] = shutdown_timeout
     done = run_exit_script(site, tmp_path, backend, "finish", queued=0)
     assert done.returncode == 0, done.stderr
     # Written by the task half a second after it started, after the script ended.

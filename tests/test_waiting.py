@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 
 import pytest
@@ -13,7 +14,7 @@ from django.tasks.signals import task_finished
 
 from django_tasks_local import await_result, wait
 from tests.helpers import DEADLINE, temporary_alias, wait_until
-from tests.tasks import block_until, square
+from tests.tasks import block_until, finish_in, square
 
 READY = TaskResultStatus.READY
 SUCCESSFUL = TaskResultStatus.SUCCESSFUL
@@ -182,3 +183,23 @@ async def await_in_tasks(results, gate):
     finished = await asyncio.gather(*waiters)
     await opener
     return finished
+
+
+def test_an_infinite_timeout_waits_as_long_as_it_takes(alias, tmp_path):
+    # The task works half a second once started: each wait below starts while
+    # it runs, and used to raise OverflowError at once.
+    backend = task_backends[alias]
+    for n, wait_for_it in enumerate(
+        (
+            lambda result: backend.wait_for_result(result.id, timeout=math.inf),
+            lambda result: wait(result, timeout=math.inf),
+            lambda result: backend.wait_until_idle(timeout=math.inf),
+            lambda result: backend.close(timeout=math.inf),
+        )
+    ):
+        marker = tmp_path / f"done-{n}"
+        result = finish_in.using(backend=alias).enqueue(0.5, str(marker))
+        wait_until(marker.with_suffix(".started").exists)
+        wait_for_it(result)
+        done = backend.get_result(result.id)
+        assert done.status == SUCCESSFUL, done.errors
