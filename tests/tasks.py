@@ -356,6 +356,18 @@ def enqueue_in_transaction(alias, label, commit):
     return enqueued[0].id
 
 
+@task
+def enqueue_a_bad_argument_in_transaction(alias):
+    """In one transaction: an enqueue with a bad argument, caught; then a good one."""
+    with transaction.atomic():
+        try:
+            square.using(backend=alias).enqueue({1, 2})
+        except TypeError as exc:
+            refused = str(exc)
+        good = square.using(backend=alias).enqueue(7)
+    return {"refused": refused, "id": good.id}
+
+
 # --8<-- [start:docs]
 # In memory: these examples use the thread backend.
 NOTES = []  # what ran, in order

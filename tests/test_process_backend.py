@@ -510,6 +510,22 @@ def test_a_task_enqueued_in_a_workers_transaction_waits_for_its_commit(
         task_backends["threads"].get_result(rolled_back.return_value)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_enqueue_caught_in_a_workers_transaction_costs_the_task_nothing(
+    spawn: ProcessPoolBackend,
+) -> None:
+    # The bad enqueue raised in the task and registered nothing for the
+    # commit: the task, and the good enqueue after it, succeed.
+    outer = spawn.wait_for_result(
+        enqueue(spawn, tasks.enqueue_a_bad_argument_in_transaction, "threads"),
+        DEADLINE,
+    )
+    assert outer.status == SUCCESSFUL, outer.errors
+    assert "args[0] is not JSON" in outer.return_value["refused"]
+    inner = task_backends["threads"].wait_for_result(outer.return_value["id"], DEADLINE)
+    assert (inner.status, inner.return_value) == (SUCCESSFUL, 49)
+
+
 # -- no shared state ----------------------------------------------------------
 
 
