@@ -1,8 +1,12 @@
-"""ThreadPoolBackend against PostgreSQL: the connections its workers open, as the server sees them."""
+"""ThreadPoolBackend in real conditions: the connections its workers open, as
+PostgreSQL sees them, and an OS that refuses to start a thread."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -119,3 +123,68 @@ def test_conn_health_checks_replace_a_connection_that_broke_between_tasks(
         # Checked before the next task uses it, found broken, and replaced.
         [second] = _run_pid_tasks(alias, 1)
         assert second != first
+
+
+# -- the OS refuses a thread -------------------------------------------------
+
+NO_THREAD_SCRIPT = """
+import resource
+import sys
+import threading
+from pathlib import Path
+
+import django
+from django.conf import settings
+
+settings.configure(
+    INSTALLED_APPS=["tests"],
+    USE_TZ=True,
+    TASKS={
+        "default": {
+            "BACKEND": "django_tasks_local.ThreadPoolBackend",
+            "OPTIONS": {"MAX_WORKERS": 1},
+        }
+    },
+)
+django.setup()
+
+from django.tasks import task_backends
+
+from tests.tasks import log_label
+
+backend = task_backends["default"]
+folder = Path(sys.argv[1])
+# Every new thread asks for a 1 GiB stack, past the address space allowed:
+# the OS refuses ("can't start new thread").
+threading.stack_size(1 << 30)
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+resource.setrlimit(resource.RLIMIT_AS, (768 << 20, hard))
+refused = log_label.enqueue(str(folder / "refused"), "ran")
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+threading.stack_size(0)
+refused = backend.wait_for_result(refused.id, timeout=30)
+print(refused.status, refused.errors[0].traceback.splitlines()[-1])
+# One worker, in order: had the refused task been queued, it would run first.
+later = log_label.enqueue(str(folder / "later"), "ran")
+later = backend.wait_for_result(later.id, timeout=30)
+print(later.status, (folder / "refused").exists(), (folder / "later").exists())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS as Linux applies it")
+def test_a_task_whose_worker_thread_cannot_start_fails_and_never_runs(tmp_path):
+    script = tmp_path / "no_thread.py"
+    script.write_text(NO_THREAD_SCRIPT)
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        env={"PYTHONPATH": f"{root}:{root / 'src'}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "FAILED RuntimeError: can't start new thread",
+        "SUCCESSFUL False True",
+    ], done.stderr

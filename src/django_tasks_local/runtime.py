@@ -530,22 +530,37 @@ class Runtime:
         if self._signal_thread is None:
             with self._lock:
                 if self._signal_thread is None:
-                    self._signal_thread = threading.Thread(
+                    thread = threading.Thread(
                         target=self._run_signal_jobs,
                         name=f"django-tasks-local-{self.config.alias}-signals",
                         daemon=True,
                     )
-                    self._signal_thread.start()
+                    try:
+                        thread.start()
+                    except RuntimeError:
+                        # "can't start new thread" (a thread or memory limit):
+                        # no job is queued yet, so this one runs here, late
+                        # rather than never; the next call tries again.
+                        pass
+                    else:
+                        self._signal_thread = thread
+            if self._signal_thread is None:
+                self._run_signal_job(job)
+                return
         self._signal_jobs.put(job)
 
     def _run_signal_jobs(self) -> None:
         while True:
             job = self._signal_jobs.get()
-            try:
-                job()
-            except BaseException:  # never ends the thread: the next jobs wait
-                logger.exception("Sending task signals failed.")
+            self._run_signal_job(job)
             del job
+
+    @staticmethod
+    def _run_signal_job(job: Callable[[], object]) -> None:
+        try:
+            job()
+        except BaseException:  # never ends the signal thread: the next jobs wait
+            logger.exception("Sending task signals failed.")
 
     def _record_outcome_locked(
         self, result: TaskResult[..., Any], outcome: Outcome
