@@ -123,7 +123,14 @@ def main(backend, scenario, queued, marker):
 
         done = square.using(backend="broken").enqueue(2)
         task_backends["broken"].wait_for_result(done.id, timeout=30)
-    if scenario in ("hang", "broken"):
+    if scenario == "slow-receiver":
+        from django.tasks.signals import task_finished
+
+        def slow(sender, task_result, **kwargs):
+            time.sleep(3)  # a receiver that writes to a slow service, say
+
+        task_finished.connect(slow, weak=False)
+    if scenario in ("hang", "broken", "slow-receiver"):
         never = marker.with_name("never")
         block_until.using(backend=backend).enqueue(str(never), started=str(marker))
     else:
@@ -163,7 +170,7 @@ def site(tmp_path):
     return env
 
 
-def run_exit_script(env, tmp_path, backend, scenario, queued):
+def run_exit_script(env, tmp_path, backend, scenario, queued, timeout=DEADLINE):
     (tmp_path / "exit_script.py").write_text(EXIT_SCRIPT)
     marker = tmp_path / f"{scenario}-marker"
     return subprocess.run(
@@ -179,7 +186,7 @@ def run_exit_script(env, tmp_path, backend, scenario, queued):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=DEADLINE,
+        timeout=timeout,
     )
 
 
@@ -283,6 +290,19 @@ def test_exit_with_a_hung_task_and_waiting_tasks(site, tmp_path, backend):
         "that never started; they were dropped."
     ], done.stderr
     assert len(package_log_lines(done.stderr, "still running")) == 1, done.stderr
+
+
+@pytest.mark.parametrize("backend", ["default", "processes"])
+def test_exit_is_not_held_up_by_a_slow_receiver_of_the_dropped_tasks(
+    site, tmp_path, backend
+):
+    # 10 dropped tasks and a 3 s task_finished receiver: sent one after the
+    # other in the exiting thread, they held the exit 30 s.
+    done = run_exit_script(
+        site, tmp_path, backend, "slow-receiver", queued=10, timeout=DEADLINE / 4
+    )
+    assert done.returncode == 0, done.stderr
+    assert package_log_lines(done.stderr, "closed with 10 tasks that never started")
 
 
 def test_exit_closes_every_backend_when_one_fails_to(site, tmp_path):
