@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from tests.helpers import (
     free_port,
     http_get,
     temporary_alias,
+    wait_until,
     wait_until_running,
 )
-from tests.tasks import finish_in, square
+from tests.tasks import finish_in, log_label, square
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -237,6 +239,59 @@ def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_fin
                 dropped.errors[0].exception_class_path
                 == "django_tasks_local.exceptions.NotStarted"
             )
+
+
+SLOW_START_SETTINGS = """
+import os
+import time
+from pathlib import Path
+
+from tests.settings import *  # noqa: F403
+
+# A worker process sets Django up from this module: it waits at the gate.
+gate = Path(os.environ["WORKER_START_GATE"])
+while not gate.exists():
+    time.sleep(0.02)
+"""
+
+
+def pool_threads():
+    return sum(t.name == "django-tasks-local-pool" for t in threading.enumerate())
+
+
+def test_close_right_away_drops_the_tasks_of_workers_still_starting(
+    caplog, tmp_path, monkeypatch
+):
+    (tmp_path / "slow_start_settings.py").write_text(SLOW_START_SETTINGS)
+    gate = tmp_path / "gate"
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get sys.path
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "slow_start_settings")
+    monkeypatch.setenv("WORKER_START_GATE", str(gate))
+    pools_before = pool_threads()
+    ran = tmp_path / "ran"
+    with temporary_alias("processes", MP_CONTEXT="spawn", MAX_WORKERS=2) as own:
+        backend = task_backends[own]
+        try:
+            results = [
+                log_label.using(backend=own).enqueue(str(ran), n) for n in range(3)
+            ]
+            with caplog.at_level("WARNING", logger="django_tasks_local"):
+                backend.close(timeout=0)
+        finally:
+            gate.touch()
+        assert [
+            r.getMessage() for r in caplog.records if r.name == "django_tasks_local"
+        ] == [
+            f"Task backend '{own}' closed with 3 tasks that never started; they were dropped."
+        ]
+        for result in results:
+            dropped = backend.get_result(result.id)
+            assert dropped.status == TaskResultStatus.FAILED
+            assert dropped.errors[0].exception_class_path.endswith(".NotStarted")
+        # The closed pool's workers start, find nothing to run, and stop; its
+        # supervisor ends with the last of them.
+        wait_until(lambda: pool_threads() == pools_before, message="the pool ended")
+        assert not ran.exists()
 
 
 def test_close_waits_no_longer_than_its_timeout_for_a_hung_task(caplog):

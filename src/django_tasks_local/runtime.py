@@ -347,22 +347,26 @@ class Runtime:
             executor, self._executor = self._executor, None
             # Handed to the executor, but no worker has started them (a
             # worker process still starting, say): they are dropped too.
-            unstarted = [
-                self._futures[result_id]
+            unstarted = {
+                result_id: self._futures[result_id]
                 for result_id in running
                 if result_id in self._futures
                 and self._store.get(result_id).status == READY
-            ]
-        # A cancelled future's callback fails its task NotStarted (_on_done).
-        cancelled = sum(future.cancel() for future in unstarted)
+            }
+        # A cancelled future's callback fails its task NotStarted (_on_done):
+        # it is not among the running tasks that close() gives time to.
+        cancelled = {
+            result_id for result_id, future in unstarted.items() if future.cancel()
+        }
         if dropped or cancelled:
             logger.warning(
                 "Task backend %r closed with %d tasks that never started; they "
                 "were dropped.",
                 self.config.alias,
-                len(dropped) + cancelled,
+                len(dropped) + len(cancelled),
             )
             self._drop(dropped)
+        running = [result_id for result_id in running if result_id not in cancelled]
         return running, executor
 
     def _wind_down(
