@@ -200,6 +200,13 @@ def pid():
 
 
 @task
+def runs_in_worker_process():
+    from django_tasks_local.executors.processes import in_worker_process
+
+    return in_worker_process()
+
+
+@task
 def native_thread_id():
     """The operating system's id of the thread that runs the task: unique
     among the threads and processes alive, so it names one worker."""

@@ -526,6 +526,18 @@ def test_a_bad_enqueue_caught_in_a_workers_transaction_costs_the_task_nothing(
     assert (inner.status, inner.return_value) == (SUCCESSFUL, 49)
 
 
+def test_in_worker_process_tells_a_worker_from_the_web_process(
+    spawn: ProcessPoolBackend,
+) -> None:
+    # What an AppConfig.ready() can check to start its side effects only once
+    # (docs/gotchas.md).
+    from django_tasks_local.executors.processes import in_worker_process
+
+    done = spawn.wait_for_result(enqueue(spawn, tasks.runs_in_worker_process), DEADLINE)
+    assert (done.status, done.return_value) == (SUCCESSFUL, True)
+    assert in_worker_process() is False
+
+
 # -- no shared state ----------------------------------------------------------
 
 
