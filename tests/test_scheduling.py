@@ -396,12 +396,14 @@ def test_enqueue_on_commit_rejects_anything_else(variant, value):
 
 
 def test_a_run_after_in_year_9999_keeps_the_timer_for_the_others(alias):
-    # Beyond the longest wait threading can take: the timer waits on.
-    backend = task_backends[alias]
+    # Beyond the longest wait threading can take: the timer waits on. An alias
+    # of its own: the task that never runs must not keep the shared one busy.
     far = datetime(9999, 12, 31, tzinfo=UTC)
-    never = stamp.using(backend=alias, run_after=far).enqueue()
-    soon = stamp.using(
-        backend=alias, run_after=timezone.now() + timedelta(seconds=0.2)
-    ).enqueue()
-    assert backend.wait_for_result(soon.id, timeout=DEADLINE).status == SUCCESSFUL
-    assert backend.get_result(never.id).status == READY
+    with temporary_alias(alias) as own:
+        backend = task_backends[own]
+        never = stamp.using(backend=own, run_after=far).enqueue()
+        soon = stamp.using(
+            backend=own, run_after=timezone.now() + timedelta(seconds=0.2)
+        ).enqueue()
+        assert backend.wait_for_result(soon.id, timeout=DEADLINE).status == SUCCESSFUL
+        assert backend.get_result(never.id).status == READY
