@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import ctypes
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -220,6 +221,13 @@ def block_until(path, started=None):
         Path(started).write_text(timezone.now().isoformat())
     _wait_for_path(path)
     return os.getpid()
+
+
+@task
+def block_until_deaf_to_sigterm(path, started):
+    """``block_until``, with SIGTERM ignored (as a task's own handler may)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return block_until.func(path, started)
 
 
 @task

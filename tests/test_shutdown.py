@@ -123,7 +123,27 @@ def main(backend, scenario, queued, marker):
 
         done = square.using(backend="broken").enqueue(2)
         task_backends["broken"].wait_for_result(done.id, timeout=30)
-    if scenario in ("hang", "broken"):
+    if scenario == "deaf":
+        import atexit
+
+        from django.tasks import task_backends
+
+        from tests.tasks import block_until_deaf_to_sigterm
+
+        enqueued = []
+
+        def report():
+            # Registered before the pool exists, so it runs after the pool's
+            # own exit hook (atexit runs the last registered first).
+            result = task_backends[backend].get_result(enqueued[0].id)
+            errors = [(e.exception_class_path, e.traceback) for e in result.errors]
+            print(result.status, errors, flush=True)
+
+        atexit.register(report)
+        never = marker.with_name("never")
+        task = block_until_deaf_to_sigterm.using(backend=backend)
+        enqueued.append(task.enqueue(str(never), str(marker)))
+    elif scenario in ("hang", "broken"):
         never = marker.with_name("never")
         block_until.using(backend=backend).enqueue(str(never), started=str(marker))
     else:
@@ -163,7 +183,7 @@ def site(tmp_path):
     return env
 
 
-def run_exit_script(env, tmp_path, backend, scenario, queued):
+def run_exit_script(env, tmp_path, backend, scenario, queued, timeout=DEADLINE):
     (tmp_path / "exit_script.py").write_text(EXIT_SCRIPT)
     marker = tmp_path / f"{scenario}-marker"
     return subprocess.run(
@@ -179,7 +199,7 @@ def run_exit_script(env, tmp_path, backend, scenario, queued):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=DEADLINE,
+        timeout=timeout,
     )
 
 
@@ -282,6 +302,23 @@ def test_exit_with_a_hung_task_and_waiting_tasks(site, tmp_path, backend):
         f"django_tasks_local WARNING Task backend '{backend}' closed with 300 tasks "
         "that never started; they were dropped."
     ], done.stderr
+    assert len(package_log_lines(done.stderr, "still running")) == 1, done.stderr
+
+
+def test_exit_kills_a_process_task_deaf_to_sigterm_after_the_shutdown_timeout(
+    site, tmp_path
+):
+    # multiprocessing's own exit hook would send SIGTERM and then wait for
+    # the worker, for as long as the task runs.
+    site["SHUTDOWN_TIMEOUT"] = "1"
+    done = run_exit_script(site, tmp_path, "processes", "deaf", queued=0, timeout=15)
+    assert done.returncode == 0, done.stderr
+    enqueued, report = done.stdout.splitlines()
+    assert enqueued == "enqueued"
+    assert report.startswith(
+        "FAILED [('django_tasks_local.exceptions.WorkerCrashed', "
+    ), done.stdout
+    assert "killed by signal SIGKILL" in report
     assert len(package_log_lines(done.stderr, "still running")) == 1, done.stderr
 
 

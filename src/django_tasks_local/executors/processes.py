@@ -12,6 +12,9 @@ has its own pipe, so the parent knows which child runs which call:
   call it had not started goes to another child, once;
 * a call running past ``timeout`` seconds has its child killed (``TaskTimedOut``);
 * a child is replaced after ``max_tasks_per_child`` calls;
+* at the interpreter's exit, a child still alive is killed (``SIGKILL``): not
+  sent SIGTERM and waited for, as multiprocessing would, which a call that
+  ignores SIGTERM would hold up for as long as it runs;
 * a running call can ask its parent something (``ask_parent()`` in the child,
   answered by ``handle_request`` in the parent).
 
@@ -53,6 +56,7 @@ Child to parent:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
@@ -60,6 +64,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
@@ -79,6 +84,9 @@ logger = logging.getLogger("django_tasks_local")
 
 # Seconds: the longest single wait of the supervisor.
 _LONGEST_WAIT = 24 * 3600.0
+
+# Seconds the exit hook waits for the children it killed to be reaped.
+_EXIT_REAP_TIME = 5.0
 
 
 @dataclass(eq=False)
@@ -170,6 +178,7 @@ class ProcessPool(Executor):
             target=self._supervise, name="django-tasks-local-pool", daemon=True
         )
         self._supervisor.start()
+        _track(self)
 
     # -- Executor API ------------------------------------------------------
 
@@ -530,6 +539,41 @@ class ProcessPool(Executor):
             child.process.kill()
             if child.call is not None and not child.call.future.done():
                 child.call.future.set_exception(error)
+
+
+# The pools of this process, for the exit hook.
+_pools: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
+_pools_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _track(pool: ProcessPool) -> None:
+    global _exit_hook_registered
+    with _pools_lock:
+        _pools.add(pool)
+        if not _exit_hook_registered:
+            # Registered after multiprocessing's own exit hook (the
+            # import of multiprocessing.connection registered it), so it runs
+            # before it: atexit runs the last registered first.
+            atexit.register(_end_pools_at_exit)
+            _exit_hook_registered = True
+
+
+def _end_pools_at_exit() -> None:
+    """At the interpreter's exit: kill every child still alive, and wait until it is reaped.
+
+    multiprocessing's exit hook would send daemonic children SIGTERM and then
+    join them: for ever, if a call ignores SIGTERM. Running calls had their
+    time already: the task runtime's exit hook (SHUTDOWN_TIMEOUT) runs before
+    any atexit hook. Their futures fail ``WorkerCrashed``.
+    """
+    with _pools_lock:
+        pools = list(_pools)
+    for pool in pools:
+        pool.terminate()
+    deadline = time.monotonic() + _EXIT_REAP_TIME
+    for pool in pools:
+        pool._supervisor.join(max(0.0, deadline - time.monotonic()))
 
 
 @contextmanager
