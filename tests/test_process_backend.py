@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +29,14 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 
 from django_tasks_local import ProcessPoolBackend
 from tests import tasks
-from tests.helpers import DEADLINE, postgres_pid, wait_until, wait_until_running
+from tests.helpers import (
+    DEADLINE,
+    free_port,
+    http_get,
+    postgres_pid,
+    wait_until,
+    wait_until_running,
+)
 from tests.models import Record
 
 pytestmark = pytest.mark.filterwarnings(
@@ -457,6 +465,135 @@ def test_a_backend_made_before_a_fork_works_in_the_forked_process() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ok", "0"], done.stderr
+
+
+FORKED_COPY_EXITS = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import django
+    django.setup()
+    from django.tasks import task_backends
+    from tests.tasks import block_until
+
+    started, release = Path(sys.argv[1]), Path(sys.argv[2])
+    task = block_until.using(backend="processes")
+    result = task.enqueue(str(release), started=str(started))
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.01)
+    child = os.fork()
+    if child == 0:
+        # An exit with every exit hook, as a gunicorn worker's (--preload)
+        # after --max-requests.
+        sys.exit(0)
+    _, status = os.waitpid(child, 0)
+    release.touch()
+    result = task_backends["processes"].wait_for_result(result.id, 30)
+    print(os.waitstatus_to_exitcode(status), result.status, result.errors)
+    """
+)
+
+
+def test_a_forked_copy_that_exits_leaves_the_workers_alone(tmp_path: Path) -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FORKED_COPY_EXITS,
+            str(tmp_path / "started"),
+            str(tmp_path / "release"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE * 2,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "SUCCESSFUL", "[]"], done.stderr
+    assert "AssertionError" not in done.stderr, done.stderr
+
+
+PRELOADED_APP = """
+import os
+import threading
+from pathlib import Path
+
+import django
+
+django.setup()
+
+from django.tasks import task_backends
+
+from tests.tasks import block_until
+
+# Imported once, in the master (--preload): its task runs in the master's pool.
+here = Path(os.environ["WORK_DIR"])
+task = block_until.using(backend="processes")
+result = task.enqueue(str(here / "release"), started=str(here / "started"))
+
+
+def record_outcome():
+    outcome = task_backends["processes"].wait_for_result(result.id, 120)
+    (here / "outcome").write_text(outcome.status)
+
+
+threading.Thread(target=record_outcome, daemon=True).start()
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def test_gunicorn_preload_recycling_its_workers_leaves_the_masters_task_alone(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "preloaded_app.py").write_text(PRELOADED_APP)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "src")]),
+        "WORK_DIR": str(tmp_path),
+    }
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "--preload",
+                "--workers=1",
+                "--max-requests=1",
+                f"--bind=127.0.0.1:{port}",
+                "preloaded_app:application",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until((tmp_path / "started").exists, message="the master's task started")
+        deadline = time.monotonic() + DEADLINE
+        url = f"http://127.0.0.1:{port}/"
+        first = http_get(url, deadline)
+        # That worker exits after one request (and the master replaces it
+        # only once it has reaped it): a fork of the master that ran its exit.
+        assert http_get(url, deadline) != first
+        (tmp_path / "release").touch()
+        outcome = tmp_path / "outcome"
+        wait_until(outcome.exists, message="the master's task finished")
+        assert outcome.read_text() == "SUCCESSFUL", log_path.read_text()
+        assert "AssertionError" not in log_path.read_text()
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=DEADLINE)
 
 
 # -- enqueue from inside a worker ---------------------------------------------

@@ -15,6 +15,9 @@ has its own pipe, so the parent knows which child runs which call:
 * at the interpreter's exit, a child still alive is killed (``SIGKILL``): not
   sent SIGTERM and waited for, as multiprocessing would, which a call that
   ignores SIGTERM would hold up for as long as it runs;
+* in a process forked from the pool's (``gunicorn --preload``) the pool is
+  broken: its children stay the original process's, and the copy's exit
+  leaves them alone;
 * a running call can ask its parent something (``ask_parent()`` in the child,
   answered by ``handle_request`` in the parent).
 
@@ -253,6 +256,25 @@ class ProcessPool(Executor):
         return [
             child.process.pid for child in list(self._children) if child.process.pid
         ]
+
+    def _forsake(self) -> None:
+        """In a forked copy of the pool's process: let go of the children,
+        which stay the original process's."""
+        # Another thread may have held the lock at the fork.
+        self._lock = threading.Lock()
+        self._broken = (
+            "this process is a fork of the one that made the pool, whose "
+            "workers and supervisor stay there"
+        )
+        for child in self._children:
+            # Else the copy's exit would send them SIGTERM (and fail to join them).
+            multiprocessing.process._children.discard(child.process)  # type: ignore[attr-defined]
+            # A child whose parent dies sees its pipe end then, not when
+            # the last copy of the parent exits.
+            child.conn.close()
+        self._children = []
+        self._wakeup_reader.close()
+        self._wakeup_writer.close()
 
     # -- the supervisor thread ---------------------------------------------
 
@@ -541,7 +563,7 @@ class ProcessPool(Executor):
                 child.call.future.set_exception(error)
 
 
-# The pools of this process, for the exit hook.
+# The pools of this process, for the exit hook and forks.
 _pools: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
 _pools_lock = threading.Lock()
 _exit_hook_registered = False
@@ -574,6 +596,20 @@ def _end_pools_at_exit() -> None:
     deadline = time.monotonic() + _EXIT_REAP_TIME
     for pool in pools:
         pool._supervisor.join(max(0.0, deadline - time.monotonic()))
+
+
+def _forsake_pools_after_fork() -> None:
+    """In a process forked from this one (``gunicorn --preload``): the
+    pools, their workers, are the original process's, not the copy's."""
+    global _pools_lock
+    _pools_lock = threading.Lock()
+    pools = list(_pools)
+    _pools.clear()
+    for pool in pools:
+        pool._forsake()
+
+
+os.register_at_fork(after_in_child=_forsake_pools_after_fork)
 
 
 @contextmanager
