@@ -346,6 +346,31 @@ def enqueue_add(alias, a, b):
 
 
 @task
+def enqueue_from_threads(alias, path, threads, each, go):
+    """Start ``threads`` threads that each enqueue ``log_label`` tasks on
+    ``alias``: ``each`` at once, ``each`` more once ``go`` exists (after this
+    task has returned). Each thread then writes a line to ``path``.done, and
+    what it raised to ``path``.errors."""
+
+    def enqueue_some(number):
+        try:
+            for n in range(2 * each):
+                if n == each:
+                    _wait_for_path(go)
+                log_label.using(backend=alias).enqueue(path, f"{number}-{n}")
+        except Exception as exc:
+            with open(f"{path}.errors", "a") as errors:
+                errors.write(f"{exc!r}\n")
+        finally:
+            with open(f"{path}.done", "a") as done:
+                done.write("done\n")
+
+    for number in range(threads):
+        threading.Thread(target=enqueue_some, args=(number,)).start()
+    return os.getpid()
+
+
+@task
 def enqueue_in_transaction(alias, label, commit):
     """Save a row and enqueue a task reading it, in one transaction; roll back unless ``commit``."""
     enqueued = []

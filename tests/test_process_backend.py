@@ -34,6 +34,8 @@ from tests.helpers import (
     free_port,
     http_get,
     postgres_pid,
+    read_log,
+    temporary_alias,
     wait_until,
     wait_until_running,
 )
@@ -611,6 +613,48 @@ def test_a_task_enqueued_in_a_worker_runs_in_the_parents_backend(
     assert outer.return_value["backend"] == alias
     inner = task_backends[alias].wait_for_result(outer.return_value["id"], DEADLINE)
     assert (inner.status, inner.return_value) == (SUCCESSFUL, 5)
+
+
+def test_threads_of_a_worker_enqueue_at_once_during_calls_and_between_them(
+    tmp_path: Path,
+) -> None:
+    threads, each = 4, 5
+    log, go = tmp_path / "log", tmp_path / "go"
+    with temporary_alias("processes", MP_CONTEXT="fork", MAX_WORKERS=1) as alias:
+        backend = task_backends[alias]
+        starter = backend.wait_for_result(
+            enqueue(
+                backend,
+                tasks.enqueue_from_threads,
+                alias,
+                str(log),
+                threads,
+                each,
+                str(go),
+            ),
+            DEADLINE,
+        )
+        assert starter.status == SUCCESSFUL, starter.errors
+        # The threads' first enqueues run on the one worker, between calls of
+        # the test's own; their second ones come while it waits for a call.
+        between = [enqueue(backend, tasks.pid) for _ in range(3)]
+        go.touch()
+        done = Path(f"{log}.done")
+        wait_until(
+            lambda: done.exists() and len(done.read_text().split()) == threads,
+            message="every thread done",
+        )
+        after = [enqueue(backend, tasks.pid) for _ in range(3)]
+        backend.wait_until_idle(DEADLINE)
+        assert not Path(f"{log}.errors").exists(), Path(f"{log}.errors").read_text()
+        assert sorted(read_log(log)) == sorted(
+            f"{number}-{n}" for number in range(threads) for n in range(2 * each)
+        )
+        for result_id in between + after:
+            result = backend.get_result(result_id)
+            assert result.status == SUCCESSFUL, result.errors
+            # The same worker all along: nothing broke it.
+            assert result.return_value == starter.return_value
 
 
 @pytest.mark.django_db(transaction=True)

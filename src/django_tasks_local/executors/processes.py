@@ -18,8 +18,9 @@ has its own pipe, so the parent knows which child runs which call:
 * in a process forked from the pool's (``gunicorn --preload``) the pool is
   broken: its children stay the original process's, and the copy's exit
   leaves them alone;
-* a running call can ask its parent something (``ask_parent()`` in the child,
-  answered by ``handle_request`` in the parent).
+* any thread of a child can ask its parent something, at any time, several
+  at once (``ask_parent()`` in the child, answered by ``handle_request`` in
+  the parent).
 
 The pool knows nothing of what it runs. Calls wait in the parent, not in a
 child's pipe: the first child free takes the next, and a child that dies can
@@ -39,10 +40,11 @@ first item names it.
 
 Parent to child:
 
-* ``("call", fn, args, kwargs)``: run ``fn(*args, **kwargs)``. Sent only to a
-  ready child with no call.
-* ``("reply", ok, value)``: the answer to ``"request"``: ``handle_request``
-  returned ``value`` (``ok``), or raised the exception ``value``.
+* ``("call", body)``: run ``fn(*args, **kwargs)``, ``body`` being the pickled
+  ``(fn, args, kwargs)``. Sent only to a ready child with no call.
+* ``("reply", id, ok, value)``: the answer to the ``"request"`` of that
+  ``id``: ``handle_request`` returned ``value`` (``ok``), or raised the
+  exception ``value``; ``value`` is pickled.
 * ``("stop",)``: exit. Sent only to a child with no call.
 
 Child to parent:
@@ -53,16 +55,27 @@ Child to parent:
   ``on_started`` arguments.
 * ``("done", ok, value)``: the call returned ``value`` (``ok``), or failed and
   ``value`` is the formatted traceback.
-* ``("request", payload)``: the running call asks its parent; the child waits
-  for ``"reply"``.
+* ``("request", id, payload)``: a thread of the child asks its parent, and
+  waits for the ``"reply"`` of that ``id`` (unique in the child).
+
+In the child, one thread reads the pipe: it hands each call, and "stop", to
+the call loop, and each reply to the thread that waits for it. The call and
+the reply's value travel pickled inside their message: the reader unpickles
+only the envelope, and the thread a message is for unpickles the rest (an
+import the call needs, which may itself ask the parent, runs in the call
+loop, not in the reader). The pipe's end means the parent is gone: the
+reader ends the child. A message from the child is sent whole, under a
+lock, whichever thread sends it.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import socket
 import threading
@@ -95,7 +108,7 @@ _EXIT_REAP_TIME = 5.0
 @dataclass(eq=False)
 class _Call:
     future: Future[Any]
-    # The pickled ("call", fn, args, kwargs) message, made by submit().
+    # The pickled ("call", body) message, made by submit().
     message: bytes
     # The future is marked running (set_running_or_notify_cancel succeeded).
     claimed: bool = False
@@ -192,7 +205,8 @@ class ProcessPool(Executor):
         # Pickled here, in the caller's thread: a call that cannot be sent
         # fails alone, before any child sees it.
         try:
-            message = bytes(ForkingPickler.dumps(("call", fn, args, kwargs)))
+            body = bytes(ForkingPickler.dumps((fn, args, kwargs)))
+            message = bytes(ForkingPickler.dumps(("call", body)))
         except Exception as exc:
             error = WorkerError(f"The call cannot be sent to a worker process: {exc!r}")
             error.__cause__ = exc
@@ -443,7 +457,7 @@ class ProcessPool(Executor):
         elif kind == "done":
             self._handle_done(child, ok=message[1], value=message[2])
         elif kind == "request":
-            self._answer(child, message[1])
+            self._answer(child, message[1], message[2])
         else:
             logger.error("A worker process sent an unknown message %r.", kind)
 
@@ -481,23 +495,22 @@ class ProcessPool(Executor):
                 self._busy -= 1
         return call
 
-    def _answer(self, child: _Child, payload: Any) -> None:
+    def _answer(self, child: _Child, request_id: int, payload: Any) -> None:
         """Answer a child's request with what ``handle_request`` returns or raises."""
-        reply: tuple[Any, ...]
+        ok: bool
         try:
             if self._handle_request is None:
                 raise WorkerError("This process pool answers no requests.")
-            reply = ("reply", True, self._handle_request(payload))
+            ok, value = True, self._handle_request(payload)
         except Exception as exc:
-            reply = ("reply", False, exc)
+            ok, value = False, exc
         try:
-            child.conn.send(reply)
-        except OSError:
-            pass  # the child is gone
-        except Exception as exc:  # the answer cannot be pickled
-            error = WorkerError(f"The answer cannot be sent: {reply[2]!r} ({exc!r})")
-            with suppress(OSError):
-                child.conn.send(("reply", False, error))
+            data = bytes(ForkingPickler.dumps(value))
+        except Exception as exc:
+            error = WorkerError(f"The answer cannot be sent: {value!r} ({exc!r})")
+            ok, data = False, bytes(ForkingPickler.dumps(error))
+        with suppress(OSError):  # the child is gone
+            child.conn.send(("reply", request_id, ok, data))
 
     def _reap(self, child: _Child) -> None:
         """The child has ended: settle its call and forget it."""
@@ -664,22 +677,71 @@ def _describe_exit(exitcode: int | None) -> str:
 
 
 class _ParentChannel:
-    """The child's end of its pipe: the call loop and the running call share it."""
+    """The child's end of its pipe, shared by the call loop and every thread that asks the parent.
+
+    Its reader thread alone receives: calls go to the call loop, replies to
+    the threads that wait for them (see the module's docstring).
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._send_lock = threading.Lock()
+        # Guards _replies: the futures of the requests not answered yet, by id.
         self._lock = threading.Lock()
+        self._replies: dict[int, Future[tuple[bool, bytes]]] = {}
+        self._request_ids = itertools.count()
+        # The bodies of the calls to run, in order; None: stop.
+        self._calls: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        threading.Thread(
+            target=self._read, name="django-tasks-local-pipe-reader", daemon=True
+        ).start()
 
     def send(self, message: tuple[Any, ...]) -> None:
-        with self._lock:
+        with self._send_lock:
             self.conn.send(message)
 
-    def ask(self, message: tuple[Any, ...]) -> Any:
-        # Only the reply can arrive while a call runs: the parent sends a
-        # call or "stop" to a child with no call.
+    def next_call(self) -> bytes | None:
+        """The body of the next call; None once the parent says stop."""
+        return self._calls.get()
+
+    def ask(self, payload: Any) -> tuple[bool, bytes]:
+        """Send a request and wait for its reply: whether it is a value (or
+        an exception), and that pickled."""
+        reply: Future[tuple[bool, bytes]] = Future()
         with self._lock:
-            self.conn.send(message)
-            return self.conn.recv()
+            request_id = next(self._request_ids)
+            self._replies[request_id] = reply
+        try:
+            self.send(("request", request_id, payload))
+            return reply.result()
+        finally:
+            with self._lock:
+                self._replies.pop(request_id, None)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = ForkingPickler.loads(self.conn.recv_bytes())
+                if message[0] == "reply":
+                    _, request_id, ok, data = message
+                    with self._lock:
+                        reply = self._replies.pop(request_id, None)
+                    # None: the asker left (a signal handler of the call's
+                    # raised in it).
+                    if reply is not None:
+                        reply.set_result((ok, data))
+                elif message[0] == "call":
+                    self._calls.put(message[1])
+                else:
+                    self._calls.put(None)
+        except (EOFError, OSError):
+            # Every parent end of the pipe is closed, so the parent is gone
+            # (it closes its own only once this child has ended): no one is
+            # left to take a result, or to answer. A parent killed outright
+            # (SIGKILL, as runserver's autoreloader does to its child) runs no
+            # exit hook: without this, a hung call would keep its orphaned
+            # worker alive for ever.
+            os._exit(1)
 
 
 # Set in a worker process: its way to the parent.
@@ -703,9 +765,13 @@ def ask_parent(payload: Any) -> Any:
     if _parent is None:
         raise RuntimeError("ask_parent() is for a ProcessPool worker process.")
     try:
-        _, ok, value = _parent.ask(("request", payload))
-    except (EOFError, OSError) as exc:
+        ok, data = _parent.ask(payload)
+    except OSError as exc:
         raise WorkerError("The worker process lost its parent.") from exc
+    try:
+        value = ForkingPickler.loads(data)
+    except Exception as exc:
+        raise WorkerError(f"The parent's answer could not be read: {exc!r}") from exc
     if not ok:
         raise value
     return value
@@ -733,15 +799,11 @@ def _child_main(
         raise
     channel.send(("ready",))
     while True:
+        body = channel.next_call()
+        if body is None:
+            return
         try:
-            data = conn.recv_bytes()
-        except EOFError:
-            return  # the parent is gone
-        try:
-            message = ForkingPickler.loads(data)
-            if message[0] == "stop":
-                return
-            _, fn, args, kwargs = message
+            fn, args, kwargs = ForkingPickler.loads(body)
             reply = ("done", True, fn(*args, **kwargs))
         except BaseException as exc:
             reply = ("done", False, "".join(format_exception(exc)))
