@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import ctypes
 import os
+import re
 import signal
 import threading
 import time
@@ -449,6 +450,15 @@ def plain_block_until(path):
 def plain_mark_then_block(mark, path):
     Path(mark).touch()
     return plain_block_until(path)
+
+
+def plain_write_pid_then_hold(path, how):
+    """Write this process's pid to ``path``, then run for ever: ``how`` is
+    "sleep", or "gil": a regex that backtracks, holding the GIL all along."""
+    Path(path).write_text(str(os.getpid()))
+    if how == "gil":
+        re.match(r"(a+)+$", "a" * 64 + "!")
+    time.sleep(GIVE_UP)
 
 
 def unpicklable_result():

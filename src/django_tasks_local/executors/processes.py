@@ -11,6 +11,8 @@ has its own pipe, so the parent knows which child runs which call:
 * a child that dies fails only the call it had started (``WorkerCrashed``); a
   call it had not started goes to another child, once;
 * a call running past ``timeout`` seconds has its child killed (``TaskTimedOut``);
+* a child ends as soon as its parent dies, even in the middle of a call (on
+  Linux the kernel kills it, even while the call holds the GIL);
 * a child is replaced after ``max_tasks_per_child`` calls;
 * at the interpreter's exit, a child still alive is killed (``SIGKILL``): not
   sent SIGTERM and waited for, as multiprocessing would, which a call that
@@ -32,7 +34,8 @@ Threads. ``submit`` and ``shutdown`` only touch the waiting calls and the
 flags, under the lock, then wake the supervisor. The supervisor thread alone
 starts, feeds, reads and reaps the children, so a child's state is never
 shared between threads; and since it reads every pipe, a call's start is
-always handled before its end. Futures are resolved, and ``on_started`` and
+always handled before its end. It also outlives the children: on Linux the
+kernel kills a child when the thread that started it ends. Futures are resolved, and ``on_started`` and
 ``handle_request`` called, in the supervisor thread with no lock held.
 
 Protocol. One duplex pipe per child; every message is a pickled tuple whose
@@ -71,6 +74,7 @@ lock, whichever thread sends it.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import itertools
 import logging
 import multiprocessing
@@ -78,6 +82,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -103,6 +108,9 @@ _LONGEST_WAIT = 24 * 3600.0
 
 # Seconds the exit hook waits for the children it killed to be reaped.
 _EXIT_REAP_TIME = 5.0
+
+# <sys/prctl.h>: the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(eq=False)
@@ -631,8 +639,9 @@ def _children_allowed() -> Iterator[None]:
 
     multiprocessing forbids it so that a daemonic process, terminated without
     clean-up, leaves no orphans behind; our children leave by themselves as
-    soon as their parent dies (``_exit_with_parent``). Only the supervisor
-    thread starts children, so the flag is lifted for no one else.
+    soon as their parent dies (their pipe ends, ``_exit_with_parent``). Only
+    the supervisor thread starts children, so the flag is lifted for no one
+    else.
     """
     config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
     daemon = config.pop("daemon", None)
@@ -816,20 +825,25 @@ def _child_main(
 
 
 def _exit_with_parent() -> None:
-    """Leave as soon as the parent dies, even in the middle of a call.
+    """On Linux, have the kernel kill this child (SIGKILL) the moment its parent dies.
 
-    No one is left to take the result, and a parent killed outright (SIGKILL,
-    as runserver's autoreloader does to its child) runs no exit hook: without
-    this, a hung call would keep its orphaned worker alive forever.
+    The pipe's reader ends the child too when the parent dies, but it is a
+    thread: a call that holds the GIL (a regex backtracking in C) would keep
+    the orphan alive as long as it runs. Under forkserver the kernel's
+    parent is the fork server, not the pool's process: the reader is left.
+
+    The kernel's parent is the thread that started the child: the pool's
+    supervisor, which ends only once its children are reaped (or killed).
     """
     parent = multiprocessing.parent_process()
-    if parent is None:
+    if sys.platform != "linux" or parent is None or os.getppid() != parent.pid:
         return
-
-    def watch() -> None:
-        wait([parent.sentinel])
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):  # no prctl to be found
+        return
+    if os.getppid() != parent.pid:
+        # The parent died before the kernel was told to watch it.
         os._exit(1)
-
-    threading.Thread(
-        target=watch, name="django-tasks-local-parent-watch", daemon=True
-    ).start()
