@@ -157,6 +157,63 @@ def test_tasks_use_the_orm_under_every_start_method(
     assert child.value == worker_pid(result) != os.getpid()
 
 
+CONFIGURED_IN_CODE = textwrap.dedent(
+    """
+    import sys
+    import django
+    from django.conf import settings
+
+    options = {"MAX_WORKERS": 1, "MP_CONTEXT": sys.argv[1]}
+    settings.configure(
+        INSTALLED_APPS=["tests"],
+        USE_TZ=True,
+        TASKS={"default": {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": options}},
+    )
+    django.setup()
+    from django.tasks import default_task_backend
+    from tests.tasks import add
+
+    result = default_task_backend.wait_for_result(add.enqueue(1, 2).id, 30)
+    value = result.return_value if result.status == "SUCCESSFUL" else None
+    print(result.status, value)
+    for error in result.errors:
+        print(error.exception_class_path)
+        print(error.traceback)
+    """
+)
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_settings_configured_in_code_reach_no_fresh_worker_and_the_error_says_so(
+    start_method: str,
+) -> None:
+    env = {**os.environ}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", CONFIGURED_IN_CODE, start_method],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 0, done.stderr
+    status, *report = done.stdout.strip().splitlines()
+    if start_method == "fork":  # a copy of the configured settings: the fix
+        assert status == "SUCCESSFUL 3", done.stdout
+        return
+    assert status == "FAILED None"
+    assert report[0] == "django_tasks_local.exceptions.WorkerError"
+    assert report[-1] == (
+        "django.core.exceptions.ImproperlyConfigured: A worker process that "
+        "starts afresh (MP_CONTEXT 'spawn' or 'forkserver') has no Django "
+        "settings: DJANGO_SETTINGS_MODULE is not set, and settings.configure() "
+        "in the web process does not reach it. Set DJANGO_SETTINGS_MODULE to "
+        "your settings module, or use MP_CONTEXT 'fork', whose workers copy "
+        "the settings of the web process."
+    ), done.stdout
+
+
 # -- connections ------------------------------------------------------------
 
 
