@@ -26,6 +26,7 @@ from django.tasks import task
 from django.utils import timezone
 
 from django_tasks_local import current_result_id
+from django_tasks_local.executors.processes import ask_parent
 from tests.models import Record
 
 # A task held until a test lets it go gives up after this long, so that a
@@ -459,6 +460,26 @@ def plain_write_pid_then_hold(path, how):
     if how == "gil":
         re.match(r"(a+)+$", "a" * 64 + "!")
     time.sleep(GIVE_UP)
+
+
+def _cannot_be_read():
+    raise RuntimeError("this cannot be unpickled here")
+
+
+class UnreadableInTheParent:
+    """Pickled in a worker; unpickling it (in the parent) raises."""
+
+    def __reduce__(self):
+        return (_cannot_be_read, ())
+
+
+def plain_ask_the_unreadable():
+    """Ask the parent something it cannot unpickle: what ``ask_parent`` raises."""
+    try:
+        ask_parent(UnreadableInTheParent())
+    except Exception as exc:
+        return repr(exc)
+    return "no error"
 
 
 def unpicklable_result():

@@ -216,6 +216,15 @@ def test_arguments_that_cannot_be_pickled_fail_the_call(make_pool: Any) -> None:
     assert pool.submit(pow, 2, 3).result(DEADLINE) == 8
 
 
+def test_a_request_the_parent_cannot_read_fails_in_the_asker_alone(
+    make_pool: Any,
+) -> None:
+    pool = make_pool(max_workers=1, handle_request=lambda payload: payload)
+    asked = pool.submit(tasks.plain_ask_the_unreadable).result(DEADLINE)
+    assert asked == "RuntimeError('this cannot be unpickled here')"
+    assert pool.submit(pow, 2, 5).result(DEADLINE) == 32
+
+
 def test_shutdown_lets_busy_children_finish(
     make_pool: Any, starts: Starts, tmp_path: Path
 ) -> None:

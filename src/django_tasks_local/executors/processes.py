@@ -59,14 +59,15 @@ Child to parent:
 * ``("done", ok, value)``: the call returned ``value`` (``ok``), or failed and
   ``value`` is the formatted traceback.
 * ``("request", id, payload)``: a thread of the child asks its parent, and
-  waits for the ``"reply"`` of that ``id`` (unique in the child).
+  waits for the ``"reply"`` of that ``id`` (unique in the child); ``payload``
+  is pickled.
 
 In the child, one thread reads the pipe: it hands each call, and "stop", to
-the call loop, and each reply to the thread that waits for it. The call and
-the reply's value travel pickled inside their message: the reader unpickles
-only the envelope, and the thread a message is for unpickles the rest (an
-import the call needs, which may itself ask the parent, runs in the call
-loop, not in the reader). The pipe's end means the parent is gone: the
+the call loop, and each reply to the thread that waits for it. A call, a
+request's payload and a reply's value travel pickled inside their message:
+the receiver always reads the message itself, and unpickles the rest where
+a failure is the asker's or the call's alone (an import that a call needs,
+which may itself ask the parent, runs in the call loop, not in the reader). The pipe's end means the parent is gone: the
 reader ends the child. A message from the child is sent whole, under a
 lock, whichever thread sends it.
 """
@@ -503,13 +504,13 @@ class ProcessPool(Executor):
                 self._busy -= 1
         return call
 
-    def _answer(self, child: _Child, request_id: int, payload: Any) -> None:
+    def _answer(self, child: _Child, request_id: int, payload: bytes) -> None:
         """Answer a child's request with what ``handle_request`` returns or raises."""
         ok: bool
         try:
             if self._handle_request is None:
                 raise WorkerError("This process pool answers no requests.")
-            ok, value = True, self._handle_request(payload)
+            ok, value = True, self._handle_request(ForkingPickler.loads(payload))
         except Exception as exc:
             ok, value = False, exc
         try:
@@ -716,12 +717,13 @@ class _ParentChannel:
     def ask(self, payload: Any) -> tuple[bool, bytes]:
         """Send a request and wait for its reply: whether it is a value (or
         an exception), and that pickled."""
+        data = bytes(ForkingPickler.dumps(payload))
         reply: Future[tuple[bool, bytes]] = Future()
         with self._lock:
             request_id = next(self._request_ids)
             self._replies[request_id] = reply
         try:
-            self.send(("request", request_id, payload))
+            self.send(("request", request_id, data))
             return reply.result()
         finally:
             with self._lock:
@@ -745,7 +747,8 @@ class _ParentChannel:
                     self._calls.put(None)
         except (EOFError, OSError):
             # Every parent end of the pipe is closed, so the parent is gone
-            # (it closes its own only once this child has ended): no one is
+            # (it closes its own only once this child has ended, and its
+            # forks close theirs as they are forked): no one is
             # left to take a result, or to answer. A parent killed outright
             # (SIGKILL, as runserver's autoreloader does to its child) runs no
             # exit hook: without this, a hung call would keep its orphaned
