@@ -35,8 +35,9 @@ flags, under the lock, then wake the supervisor. The supervisor thread alone
 starts, feeds, reads and reaps the children, so a child's state is never
 shared between threads; and since it reads every pipe, a call's start is
 always handled before its end. It also outlives the children: on Linux the
-kernel kills a child when the thread that started it ends. Futures are resolved, and ``on_started`` and
-``handle_request`` called, in the supervisor thread with no lock held.
+kernel kills a child when the thread that started it ends. Futures are
+resolved, and ``on_started`` and ``handle_request`` called, in the
+supervisor thread with no lock held.
 
 Protocol. One duplex pipe per child; every message is a pickled tuple whose
 first item names it.
@@ -67,9 +68,10 @@ the call loop, and each reply to the thread that waits for it. A call, a
 request's payload and a reply's value travel pickled inside their message:
 the receiver always reads the message itself, and unpickles the rest where
 a failure is the asker's or the call's alone (an import that a call needs,
-which may itself ask the parent, runs in the call loop, not in the reader). The pipe's end means the parent is gone: the
-reader ends the child. A message from the child is sent whole, under a
-lock, whichever thread sends it.
+which may itself ask the parent, runs in the call loop, not in the reader).
+The pipe's end means the parent is gone: the reader ends the child. A
+message from the child is sent whole, under a lock, whichever thread sends
+it.
 """
 
 from __future__ import annotations
