@@ -717,8 +717,8 @@ class _ParentChannel:
         return self._calls.get()
 
     def ask(self, payload: Any) -> tuple[bool, bytes]:
-        """Send a request and wait for its reply: whether it is a value (or
-        an exception), and that pickled."""
+        """Send a request, and wait for its reply: ``ok`` (else the value is
+        an exception), and the value, pickled."""
         data = bytes(ForkingPickler.dumps(payload))
         reply: Future[tuple[bool, bytes]] = Future()
         with self._lock:
@@ -750,11 +750,11 @@ class _ParentChannel:
         except (EOFError, OSError):
             # Every parent end of the pipe is closed, so the parent is gone
             # (it closes its own only once this child has ended, and its
-            # forks close theirs as they are forked): no one is
-            # left to take a result, or to answer. A parent killed outright
-            # (SIGKILL, as runserver's autoreloader does to its child) runs no
-            # exit hook: without this, a hung call would keep its orphaned
-            # worker alive for ever.
+            # forks close theirs as they are forked): no one is left to take
+            # a result, or to answer. A parent killed outright (SIGKILL, as
+            # runserver's autoreloader does to its child) runs no exit hook:
+            # without this, a hung call would keep its orphaned worker alive
+            # for ever.
             os._exit(1)
 
 
