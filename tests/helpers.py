@@ -211,6 +211,16 @@ def worker_is_alive(worker_id: str) -> bool:
     return int(pid) in {child.pid for child in multiprocessing.active_children()}
 
 
+def process_exists(pid: int) -> bool:
+    """Whether the process ``pid`` runs (Linux: a zombie, dead but not reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # pid (comm) state ...: comm may hold spaces, so split after ")".
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def postgres_pid() -> int:
     """The server pid of this thread's connection to the ``postgres`` alias."""
     with connections["postgres"].cursor() as cursor:

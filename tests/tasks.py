@@ -15,6 +15,8 @@ import asyncio
 import contextvars
 import ctypes
 import os
+import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from django.tasks import task
 from django.utils import timezone
 
 from django_tasks_local import current_result_id
+from django_tasks_local.executors.processes import ask_parent
 from tests.models import Record
 
 # A task held until a test lets it go gives up after this long, so that a
@@ -230,6 +233,13 @@ def block_until(path, started=None):
 
 
 @task
+def block_until_deaf_to_sigterm(path, started):
+    """``block_until``, with SIGTERM ignored (as a task's own handler may)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return block_until.func(path, started)
+
+
+@task
 def log_label(path, label):
     """Append ``label`` to the file at ``path``: an order log across processes."""
     with open(path, "a") as log:
@@ -345,6 +355,31 @@ def enqueue_add(alias, a, b):
 
 
 @task
+def enqueue_from_threads(alias, path, threads, each, go):
+    """Start ``threads`` threads that each enqueue ``log_label`` tasks on
+    ``alias``: ``each`` at once, ``each`` more once ``go`` exists (after this
+    task has returned). Each thread then writes a line to ``path``.done, and
+    what it raised to ``path``.errors."""
+
+    def enqueue_some(number):
+        try:
+            for n in range(2 * each):
+                if n == each:
+                    _wait_for_path(go)
+                log_label.using(backend=alias).enqueue(path, f"{number}-{n}")
+        except Exception as exc:
+            with open(f"{path}.errors", "a") as errors:
+                errors.write(f"{exc!r}\n")
+        finally:
+            with open(f"{path}.done", "a") as done:
+                done.write("done\n")
+
+    for number in range(threads):
+        threading.Thread(target=enqueue_some, args=(number,)).start()
+    return os.getpid()
+
+
+@task
 def enqueue_in_transaction(alias, label, commit):
     """Save a row and enqueue a task reading it, in one transaction; roll back unless ``commit``."""
     enqueued = []
@@ -435,6 +470,35 @@ def plain_block_until(path):
 def plain_mark_then_block(mark, path):
     Path(mark).touch()
     return plain_block_until(path)
+
+
+def plain_write_pid_then_hold(path, how):
+    """Write this process's pid to ``path``, then run for ever: ``how`` is
+    "sleep", or "gil": a regex that backtracks, holding the GIL all along."""
+    Path(path).write_text(str(os.getpid()))
+    if how == "gil":
+        re.match(r"(a+)+$", "a" * 64 + "!")
+    time.sleep(GIVE_UP)
+
+
+def _cannot_be_read():
+    raise RuntimeError("this cannot be unpickled here")
+
+
+class UnreadableInTheParent:
+    """Pickled in a worker; unpickling it (in the parent) raises."""
+
+    def __reduce__(self):
+        return (_cannot_be_read, ())
+
+
+def plain_ask_the_unreadable():
+    """Ask the parent something it cannot unpickle: what ``ask_parent`` raises."""
+    try:
+        ask_parent(UnreadableInTheParent())
+    except Exception as exc:
+        return repr(exc)
+    return "no error"
 
 
 def unpicklable_result():

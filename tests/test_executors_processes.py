@@ -10,10 +10,14 @@ import os
 import queue
 import secrets
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ from django_tasks_local.exceptions import TaskTimedOut, WorkerCrashed, WorkerErr
 from django_tasks_local.executors.processes import ProcessPool
 from django_tasks_local.runner import Envelope, Outcome, TaskReference, run_task
 from tests import tasks
-from tests.helpers import DEADLINE, postgres_pid, wait_until
+from tests.helpers import DEADLINE, postgres_pid, process_exists, wait_until
 
 pytestmark = pytest.mark.filterwarnings(
     # The test process has threads (other pools' supervisors) when it forks.
@@ -212,6 +216,15 @@ def test_arguments_that_cannot_be_pickled_fail_the_call(make_pool: Any) -> None:
     assert pool.submit(pow, 2, 3).result(DEADLINE) == 8
 
 
+def test_a_request_the_parent_cannot_read_fails_in_the_asker_alone(
+    make_pool: Any,
+) -> None:
+    pool = make_pool(max_workers=1, handle_request=lambda payload: payload)
+    asked = pool.submit(tasks.plain_ask_the_unreadable).result(DEADLINE)
+    assert asked == "RuntimeError('this cannot be unpickled here')"
+    assert pool.submit(pow, 2, 5).result(DEADLINE) == 32
+
+
 def test_shutdown_lets_busy_children_finish(
     make_pool: Any, starts: Starts, tmp_path: Path
 ) -> None:
@@ -368,6 +381,72 @@ def test_terminate_kills_busy_children_and_retries_nothing(
         unstarted.result(DEADLINE)
     pool.shutdown(wait=True)
     assert pool.worker_pids == []
+
+
+ORPHANED = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import django
+    django.setup()
+    from django_tasks_local.backends.worker_process import set_up
+    from django_tasks_local.executors.processes import ProcessPool
+    from tests.tasks import plain_write_pid_then_hold
+
+    start_method, how, copy, here = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
+    pool = ProcessPool(1, mp_context=start_method, initializer=set_up)
+    pool.submit(plain_write_pid_then_hold, str(here / "worker"), how)
+    while not (here / "worker").exists():
+        time.sleep(0.01)
+    if copy == "copy" and os.fork() == 0:
+        # A fork that outlives the process, as a gunicorn --preload master's do.
+        time.sleep(120)
+        os._exit(0)
+    (here / "ready").touch()
+    time.sleep(120)
+    """
+)
+
+# Seconds a worker may take to end once its parent is killed: far less than
+# the minute its call would run.
+ORPHAN_DEADLINE = 15.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(
+    ("start_method", "how", "copy"),
+    [
+        ("fork", "gil", "alone"),
+        ("fork", "sleep", "copy"),
+        ("forkserver", "sleep", "copy"),
+    ],
+    ids=["holding-the-gil", "a-fork-of-the-parent-lives", "forkserver-a-fork-lives"],
+)
+def test_a_worker_ends_soon_after_its_parent_is_killed(
+    tmp_path: Path, start_method: str, how: str, copy: str
+) -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHANED, start_method, how, copy, str(tmp_path)],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        # The parent, its worker and its fork in a group of their own, to clean up.
+        start_new_session=True,
+    )
+    try:
+        wait_until((tmp_path / "ready").exists, message="the worker runs")
+        worker = int((tmp_path / "worker").read_text())
+        parent.kill()
+        parent.wait(DEADLINE)
+        wait_until(
+            lambda: not process_exists(worker),
+            timeout=ORPHAN_DEADLINE,
+            message="the orphaned worker ended",
+        )
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(DEADLINE)
 
 
 @pytest.mark.postgres

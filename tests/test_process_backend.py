@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,16 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 
 from django_tasks_local import ProcessPoolBackend
 from tests import tasks
-from tests.helpers import DEADLINE, postgres_pid, wait_until, wait_until_running
+from tests.helpers import (
+    DEADLINE,
+    free_port,
+    http_get,
+    postgres_pid,
+    read_log,
+    temporary_alias,
+    wait_until,
+    wait_until_running,
+)
 from tests.models import Record
 
 pytestmark = pytest.mark.filterwarnings(
@@ -146,6 +156,63 @@ def test_tasks_use_the_orm_under_every_start_method(
     }
     child = Record.objects.get(label=f"from a {start_method} child")
     assert child.value == worker_pid(result) != os.getpid()
+
+
+CONFIGURED_IN_CODE = textwrap.dedent(
+    """
+    import sys
+    import django
+    from django.conf import settings
+
+    options = {"MAX_WORKERS": 1, "MP_CONTEXT": sys.argv[1]}
+    settings.configure(
+        INSTALLED_APPS=["tests"],
+        USE_TZ=True,
+        TASKS={"default": {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": options}},
+    )
+    django.setup()
+    from django.tasks import default_task_backend
+    from tests.tasks import add
+
+    result = default_task_backend.wait_for_result(add.enqueue(1, 2).id, 30)
+    value = result.return_value if result.status == "SUCCESSFUL" else None
+    print(result.status, value)
+    for error in result.errors:
+        print(error.exception_class_path)
+        print(error.traceback)
+    """
+)
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_settings_configured_in_code_reach_no_fresh_worker_and_the_error_says_so(
+    start_method: str,
+) -> None:
+    env = {**os.environ}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", CONFIGURED_IN_CODE, start_method],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 0, done.stderr
+    status, *report = done.stdout.strip().splitlines()
+    if start_method == "fork":  # a copy of the configured settings: the fix
+        assert status == "SUCCESSFUL 3", done.stdout
+        return
+    assert status == "FAILED None"
+    assert report[0] == "django_tasks_local.exceptions.WorkerError"
+    assert report[-1] == (
+        "django.core.exceptions.ImproperlyConfigured: A worker process that "
+        "starts afresh (MP_CONTEXT 'spawn' or 'forkserver') has no Django "
+        "settings: DJANGO_SETTINGS_MODULE is not set, and settings.configure() "
+        "in the web process does not reach it. Set DJANGO_SETTINGS_MODULE to "
+        "your settings module, or use MP_CONTEXT 'fork', whose workers copy "
+        "the settings of the web process."
+    ), done.stdout
 
 
 # -- connections ------------------------------------------------------------
@@ -473,6 +540,135 @@ def test_a_backend_made_before_a_fork_works_in_the_forked_process() -> None:
     assert done.stdout.split() == ["ok", "0"], done.stderr
 
 
+FORKED_COPY_EXITS = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import django
+    django.setup()
+    from django.tasks import task_backends
+    from tests.tasks import block_until
+
+    started, release = Path(sys.argv[1]), Path(sys.argv[2])
+    task = block_until.using(backend="processes")
+    result = task.enqueue(str(release), started=str(started))
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.01)
+    child = os.fork()
+    if child == 0:
+        # An exit with every exit hook, as a gunicorn worker's (--preload)
+        # after --max-requests.
+        sys.exit(0)
+    _, status = os.waitpid(child, 0)
+    release.touch()
+    result = task_backends["processes"].wait_for_result(result.id, 30)
+    print(os.waitstatus_to_exitcode(status), result.status, result.errors)
+    """
+)
+
+
+def test_a_forked_copy_that_exits_leaves_the_workers_alone(tmp_path: Path) -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FORKED_COPY_EXITS,
+            str(tmp_path / "started"),
+            str(tmp_path / "release"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE * 2,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "SUCCESSFUL", "[]"], done.stderr
+    assert "AssertionError" not in done.stderr, done.stderr
+
+
+PRELOADED_APP = """
+import os
+import threading
+from pathlib import Path
+
+import django
+
+django.setup()
+
+from django.tasks import task_backends
+
+from tests.tasks import block_until
+
+# Imported once, in the master (--preload): its task runs in the master's pool.
+here = Path(os.environ["WORK_DIR"])
+task = block_until.using(backend="processes")
+result = task.enqueue(str(here / "release"), started=str(here / "started"))
+
+
+def record_outcome():
+    outcome = task_backends["processes"].wait_for_result(result.id, 120)
+    (here / "outcome").write_text(outcome.status)
+
+
+threading.Thread(target=record_outcome, daemon=True).start()
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def test_gunicorn_preload_recycling_its_workers_leaves_the_masters_task_alone(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "preloaded_app.py").write_text(PRELOADED_APP)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "src")]),
+        "WORK_DIR": str(tmp_path),
+    }
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "--preload",
+                "--workers=1",
+                "--max-requests=1",
+                f"--bind=127.0.0.1:{port}",
+                "preloaded_app:application",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until((tmp_path / "started").exists, message="the master's task started")
+        deadline = time.monotonic() + DEADLINE
+        url = f"http://127.0.0.1:{port}/"
+        first = http_get(url, deadline)
+        # That worker exits after one request (and the master replaces it
+        # only once it has reaped it): a fork of the master that ran its exit.
+        assert http_get(url, deadline) != first
+        (tmp_path / "release").touch()
+        outcome = tmp_path / "outcome"
+        wait_until(outcome.exists, message="the master's task finished")
+        assert outcome.read_text() == "SUCCESSFUL", log_path.read_text()
+        assert "AssertionError" not in log_path.read_text()
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=DEADLINE)
+
+
 # -- enqueue from inside a worker ---------------------------------------------
 
 
@@ -488,6 +684,48 @@ def test_a_task_enqueued_in_a_worker_runs_in_the_parents_backend(
     assert outer.return_value["backend"] == alias
     inner = task_backends[alias].wait_for_result(outer.return_value["id"], DEADLINE)
     assert (inner.status, inner.return_value) == (SUCCESSFUL, 5)
+
+
+def test_threads_of_a_worker_enqueue_at_once_during_calls_and_between_them(
+    tmp_path: Path,
+) -> None:
+    threads, each = 4, 5
+    log, go = tmp_path / "log", tmp_path / "go"
+    with temporary_alias("processes", MP_CONTEXT="fork", MAX_WORKERS=1) as alias:
+        backend = task_backends[alias]
+        starter = backend.wait_for_result(
+            enqueue(
+                backend,
+                tasks.enqueue_from_threads,
+                alias,
+                str(log),
+                threads,
+                each,
+                str(go),
+            ),
+            DEADLINE,
+        )
+        assert starter.status == SUCCESSFUL, starter.errors
+        # The threads' first enqueues run on the one worker, between calls of
+        # the test's own; their second ones come while it waits for a call.
+        between = [enqueue(backend, tasks.pid) for _ in range(3)]
+        go.touch()
+        done = Path(f"{log}.done")
+        wait_until(
+            lambda: done.exists() and len(done.read_text().split()) == threads,
+            message="every thread done",
+        )
+        after = [enqueue(backend, tasks.pid) for _ in range(3)]
+        backend.wait_until_idle(DEADLINE)
+        assert not Path(f"{log}.errors").exists(), Path(f"{log}.errors").read_text()
+        assert sorted(read_log(log)) == sorted(
+            f"{number}-{n}" for number in range(threads) for n in range(2 * each)
+        )
+        for result_id in between + after:
+            result = backend.get_result(result_id)
+            assert result.status == SUCCESSFUL, result.errors
+            # The same worker all along: nothing broke it.
+            assert result.return_value == starter.return_value
 
 
 @pytest.mark.django_db(transaction=True)

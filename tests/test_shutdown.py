@@ -132,7 +132,27 @@ def main(backend, scenario, queued, marker):
             time.sleep(3)  # a receiver that writes to a slow service, say
 
         task_finished.connect(slow, weak=False)
-    if scenario in ("hang", "broken", "slow-receiver"):
+    if scenario == "deaf":
+        import atexit
+
+        from django.tasks import task_backends
+
+        from tests.tasks import block_until_deaf_to_sigterm
+
+        enqueued = []
+
+        def report():
+            # Registered before the pool exists, so it runs after the pool's
+            # own exit hook (atexit runs the last registered first).
+            result = task_backends[backend].get_result(enqueued[0].id)
+            errors = [(e.exception_class_path, e.traceback) for e in result.errors]
+            print(result.status, errors, flush=True)
+
+        atexit.register(report)
+        never = marker.with_name("never")
+        task = block_until_deaf_to_sigterm.using(backend=backend)
+        enqueued.append(task.enqueue(str(never), str(marker)))
+    elif scenario in ("hang", "broken", "slow-receiver"):
         never = marker.with_name("never")
         block_until.using(backend=backend).enqueue(str(never), started=str(marker))
     else:
@@ -358,6 +378,23 @@ def test_exit_is_not_held_up_by_a_slow_receiver_of_the_dropped_tasks(
     )
     assert done.returncode == 0, done.stderr
     assert package_log_lines(done.stderr, "closed with 10 tasks that never started")
+
+
+def test_exit_kills_a_process_task_deaf_to_sigterm_after_the_shutdown_timeout(
+    site, tmp_path
+):
+    # multiprocessing's own exit hook would send SIGTERM and then wait for
+    # the worker, for as long as the task runs.
+    site["SHUTDOWN_TIMEOUT"] = "1"
+    done = run_exit_script(site, tmp_path, "processes", "deaf", queued=0, timeout=15)
+    assert done.returncode == 0, done.stderr
+    enqueued, report = done.stdout.splitlines()
+    assert enqueued == "enqueued"
+    assert report.startswith(
+        "FAILED [('django_tasks_local.exceptions.WorkerCrashed', "
+    ), done.stdout
+    assert "killed by signal SIGKILL" in report
+    assert len(package_log_lines(done.stderr, "still running")) == 1, done.stderr
 
 
 def test_exit_closes_every_backend_when_one_fails_to(site, tmp_path):

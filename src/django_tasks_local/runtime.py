@@ -910,8 +910,9 @@ def _register_exit_hook() -> bool:
     # before multiprocessing terminates daemonic worker processes (running
     # tasks get their time) and while logging still works. Tasks still running
     # when SHUTDOWN_TIMEOUT ends are abandoned: thread workers are daemon
-    # threads, process workers daemonic children that multiprocessing
-    # terminates; nothing joins them, so a hung task cannot hang the exit.
+    # threads that nothing joins, and the process pool kills its children
+    # still running (an atexit hook of its own), so a hung task cannot hang
+    # the exit.
     global _exit_hook_registered
     if _exit_hook_registered:
         return not _exited

@@ -8,8 +8,10 @@ forwarded task on that process's backend, which runs it and keeps its result.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.tasks import Task, TaskResult
 from django.utils import timezone
 
@@ -85,6 +87,26 @@ def _enqueue_in_parent(
     return ready_result(task, result_id, backend.alias, args, kwargs, enqueued_at)
 
 
+def _require_settings() -> None:
+    """Say why a worker that starts afresh has no settings, and what to do.
+
+    The web process cannot tell beforehand: a script that configures its
+    settings at the top (not under ``if __name__ == "__main__"``) does so
+    again in a spawned worker, which imports it.
+    """
+    from django.conf import ENVIRONMENT_VARIABLE, settings
+
+    if settings.configured or os.environ.get(ENVIRONMENT_VARIABLE):
+        return
+    raise ImproperlyConfigured(
+        "A worker process that starts afresh (MP_CONTEXT 'spawn' or "
+        "'forkserver') has no Django settings: DJANGO_SETTINGS_MODULE is not "
+        "set, and settings.configure() in the web process does not reach it. "
+        "Set DJANGO_SETTINGS_MODULE to your settings module, or use "
+        "MP_CONTEXT 'fork', whose workers copy the settings of the web process."
+    )
+
+
 def _prepare_django() -> None:
     """Set Django up in a new child; in a forked one, let go of the parent's connections."""
     import django
@@ -92,6 +114,7 @@ def _prepare_django() -> None:
     from django.db import connections
 
     if not apps.ready:
+        _require_settings()
         django.setup()
         return
     _inherited_connections.extend(connections.all(initialized_only=True))

@@ -11,9 +11,18 @@ has its own pipe, so the parent knows which child runs which call:
 * a child that dies fails only the call it had started (``WorkerCrashed``); a
   call it had not started goes to another child, once;
 * a call running past ``timeout`` seconds has its child killed (``TaskTimedOut``);
+* a child ends as soon as its parent dies, even in the middle of a call (on
+  Linux the kernel kills it, even while the call holds the GIL);
 * a child is replaced after ``max_tasks_per_child`` calls;
-* a running call can ask its parent something (``ask_parent()`` in the child,
-  answered by ``handle_request`` in the parent).
+* at the interpreter's exit, a child still alive is killed (``SIGKILL``): not
+  sent SIGTERM and waited for, as multiprocessing would, which a call that
+  ignores SIGTERM would hold up for as long as it runs;
+* in a process forked from the pool's (``gunicorn --preload``) the pool is
+  broken: its children stay the original process's, and the copy's exit
+  leaves them alone;
+* any thread of a child can ask its parent something, at any time, several
+  at once (``ask_parent()`` in the child, answered by ``handle_request`` in
+  the parent).
 
 The pool knows nothing of what it runs. Calls wait in the parent, not in a
 child's pipe: the first child free takes the next, and a child that dies can
@@ -25,18 +34,21 @@ Threads. ``submit`` and ``shutdown`` only touch the waiting calls and the
 flags, under the lock, then wake the supervisor. The supervisor thread alone
 starts, feeds, reads and reaps the children, so a child's state is never
 shared between threads; and since it reads every pipe, a call's start is
-always handled before its end. Futures are resolved, and ``on_started`` and
-``handle_request`` called, in the supervisor thread with no lock held.
+always handled before its end. It also outlives the children: on Linux the
+kernel kills a child when the thread that started it ends. Futures are
+resolved, and ``on_started`` and ``handle_request`` called, in the
+supervisor thread with no lock held.
 
 Protocol. One duplex pipe per child; every message is a pickled tuple whose
 first item names it.
 
 Parent to child:
 
-* ``("call", fn, args, kwargs)``: run ``fn(*args, **kwargs)``. Sent only to a
-  ready child with no call.
-* ``("reply", ok, value)``: the answer to ``"request"``: ``handle_request``
-  returned ``value`` (``ok``), or raised the exception ``value``.
+* ``("call", body)``: run ``fn(*args, **kwargs)``, ``body`` being the pickled
+  ``(fn, args, kwargs)``. Sent only to a ready child with no call.
+* ``("reply", id, ok, value)``: the answer to the ``"request"`` of that
+  ``id``: ``handle_request`` returned ``value`` (``ok``), or raised the
+  exception ``value``; ``value`` is pickled.
 * ``("stop",)``: exit. Sent only to a child with no call.
 
 Child to parent:
@@ -47,19 +59,36 @@ Child to parent:
   ``on_started`` arguments.
 * ``("done", ok, value)``: the call returned ``value`` (``ok``), or failed and
   ``value`` is the formatted traceback.
-* ``("request", payload)``: the running call asks its parent; the child waits
-  for ``"reply"``.
+* ``("request", id, payload)``: a thread of the child asks its parent, and
+  waits for the ``"reply"`` of that ``id`` (unique in the child); ``payload``
+  is pickled.
+
+In the child, one thread reads the pipe: it hands each call, and "stop", to
+the call loop, and each reply to the thread that waits for it. A call, a
+request's payload and a reply's value travel pickled inside their message:
+the receiver always reads the message itself, and unpickles the rest where
+a failure is the asker's or the call's alone (an import that a call needs,
+which may itself ask the parent, runs in the call loop, not in the reader).
+The pipe's end means the parent is gone: the reader ends the child. A
+message from the child is sent whole, under a lock, whichever thread sends
+it.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
+import itertools
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import socket
+import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
@@ -80,11 +109,17 @@ logger = logging.getLogger("django_tasks_local")
 # Seconds: the longest single wait of the supervisor.
 _LONGEST_WAIT = 24 * 3600.0
 
+# Seconds the exit hook waits for the children it killed to be reaped.
+_EXIT_REAP_TIME = 5.0
+
+# <sys/prctl.h>: the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
 
 @dataclass(eq=False)
 class _Call:
     future: Future[Any]
-    # The pickled ("call", fn, args, kwargs) message, made by submit().
+    # The pickled ("call", body) message, made by submit().
     message: bytes
     # The future is marked running (set_running_or_notify_cancel succeeded).
     claimed: bool = False
@@ -170,6 +205,7 @@ class ProcessPool(Executor):
             target=self._supervise, name="django-tasks-local-pool", daemon=True
         )
         self._supervisor.start()
+        _track(self)
 
     # -- Executor API ------------------------------------------------------
 
@@ -180,7 +216,8 @@ class ProcessPool(Executor):
         # Pickled here, in the caller's thread: a call that cannot be sent
         # fails alone, before any child sees it.
         try:
-            message = bytes(ForkingPickler.dumps(("call", fn, args, kwargs)))
+            body = bytes(ForkingPickler.dumps((fn, args, kwargs)))
+            message = bytes(ForkingPickler.dumps(("call", body)))
         except Exception as exc:
             error = WorkerError(f"The call cannot be sent to a worker process: {exc!r}")
             error.__cause__ = exc
@@ -244,6 +281,25 @@ class ProcessPool(Executor):
         return [
             child.process.pid for child in list(self._children) if child.process.pid
         ]
+
+    def _forsake(self) -> None:
+        """In a forked copy of the pool's process: let go of the children,
+        which stay the original process's."""
+        # Another thread may have held the lock at the fork.
+        self._lock = threading.Lock()
+        self._broken = (
+            "this process is a fork of the one that made the pool, whose "
+            "workers and supervisor stay there"
+        )
+        for child in self._children:
+            # Else the copy's exit would send them SIGTERM (and fail to join them).
+            multiprocessing.process._children.discard(child.process)  # type: ignore[attr-defined]
+            # A child whose parent dies sees its pipe end then, not when
+            # the last copy of the parent exits.
+            child.conn.close()
+        self._children = []
+        self._wakeup_reader.close()
+        self._wakeup_writer.close()
 
     # -- the supervisor thread ---------------------------------------------
 
@@ -412,7 +468,7 @@ class ProcessPool(Executor):
         elif kind == "done":
             self._handle_done(child, ok=message[1], value=message[2])
         elif kind == "request":
-            self._answer(child, message[1])
+            self._answer(child, message[1], message[2])
         else:
             logger.error("A worker process sent an unknown message %r.", kind)
 
@@ -450,23 +506,22 @@ class ProcessPool(Executor):
                 self._busy -= 1
         return call
 
-    def _answer(self, child: _Child, payload: Any) -> None:
+    def _answer(self, child: _Child, request_id: int, payload: bytes) -> None:
         """Answer a child's request with what ``handle_request`` returns or raises."""
-        reply: tuple[Any, ...]
+        ok: bool
         try:
             if self._handle_request is None:
                 raise WorkerError("This process pool answers no requests.")
-            reply = ("reply", True, self._handle_request(payload))
+            ok, value = True, self._handle_request(ForkingPickler.loads(payload))
         except Exception as exc:
-            reply = ("reply", False, exc)
+            ok, value = False, exc
         try:
-            child.conn.send(reply)
-        except OSError:
-            pass  # the child is gone
-        except Exception as exc:  # the answer cannot be pickled
-            error = WorkerError(f"The answer cannot be sent: {reply[2]!r} ({exc!r})")
-            with suppress(OSError):
-                child.conn.send(("reply", False, error))
+            data = bytes(ForkingPickler.dumps(value))
+        except Exception as exc:
+            error = WorkerError(f"The answer cannot be sent: {value!r} ({exc!r})")
+            ok, data = False, bytes(ForkingPickler.dumps(error))
+        with suppress(OSError):  # the child is gone
+            child.conn.send(("reply", request_id, ok, data))
 
     def _reap(self, child: _Child) -> None:
         """The child has ended: settle its call and forget it."""
@@ -532,14 +587,64 @@ class ProcessPool(Executor):
                 child.call.future.set_exception(error)
 
 
+# The pools of this process, for the exit hook and forks.
+_pools: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
+_pools_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _track(pool: ProcessPool) -> None:
+    global _exit_hook_registered
+    with _pools_lock:
+        _pools.add(pool)
+        if not _exit_hook_registered:
+            # Registered after multiprocessing's own exit hook (the
+            # import of multiprocessing.connection registered it), so it runs
+            # before it: atexit runs the last registered first.
+            atexit.register(_end_pools_at_exit)
+            _exit_hook_registered = True
+
+
+def _end_pools_at_exit() -> None:
+    """At the interpreter's exit: kill every child still alive, and wait until it is reaped.
+
+    multiprocessing's exit hook would send daemonic children SIGTERM and then
+    join them: for ever, if a call ignores SIGTERM. Running calls had their
+    time already: the task runtime's exit hook (SHUTDOWN_TIMEOUT) runs before
+    any atexit hook. Their futures fail ``WorkerCrashed``.
+    """
+    with _pools_lock:
+        pools = list(_pools)
+    for pool in pools:
+        pool.terminate()
+    deadline = time.monotonic() + _EXIT_REAP_TIME
+    for pool in pools:
+        pool._supervisor.join(max(0.0, deadline - time.monotonic()))
+
+
+def _forsake_pools_after_fork() -> None:
+    """In a process forked from this one (``gunicorn --preload``): the
+    pools, their workers, are the original process's, not the copy's."""
+    global _pools_lock
+    _pools_lock = threading.Lock()
+    pools = list(_pools)
+    _pools.clear()
+    for pool in pools:
+        pool._forsake()
+
+
+os.register_at_fork(after_in_child=_forsake_pools_after_fork)
+
+
 @contextmanager
 def _children_allowed() -> Iterator[None]:
     """Let a daemonic process (a hypercorn worker is one) start our children.
 
     multiprocessing forbids it so that a daemonic process, terminated without
     clean-up, leaves no orphans behind; our children leave by themselves as
-    soon as their parent dies (``_exit_with_parent``). Only the supervisor
-    thread starts children, so the flag is lifted for no one else.
+    soon as their parent dies (their pipe ends, ``_exit_with_parent``). Only
+    the supervisor thread starts children, so the flag is lifted for no one
+    else.
     """
     config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
     daemon = config.pop("daemon", None)
@@ -584,22 +689,73 @@ def _describe_exit(exitcode: int | None) -> str:
 
 
 class _ParentChannel:
-    """The child's end of its pipe: the call loop and the running call share it."""
+    """The child's end of its pipe, shared by the call loop and every thread that asks the parent.
+
+    Its reader thread alone receives: calls go to the call loop, replies to
+    the threads that wait for them (see the module's docstring).
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._send_lock = threading.Lock()
+        # Guards _replies: the futures of the requests not answered yet, by id.
         self._lock = threading.Lock()
+        self._replies: dict[int, Future[tuple[bool, bytes]]] = {}
+        self._request_ids = itertools.count()
+        # The bodies of the calls to run, in order; None: stop.
+        self._calls: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        threading.Thread(
+            target=self._read, name="django-tasks-local-pipe-reader", daemon=True
+        ).start()
 
     def send(self, message: tuple[Any, ...]) -> None:
-        with self._lock:
+        with self._send_lock:
             self.conn.send(message)
 
-    def ask(self, message: tuple[Any, ...]) -> Any:
-        # Only the reply can arrive while a call runs: the parent sends a
-        # call or "stop" to a child with no call.
+    def next_call(self) -> bytes | None:
+        """The body of the next call; None once the parent says stop."""
+        return self._calls.get()
+
+    def ask(self, payload: Any) -> tuple[bool, bytes]:
+        """Send a request, and wait for its reply: ``ok`` (else the value is
+        an exception), and the value, pickled."""
+        data = bytes(ForkingPickler.dumps(payload))
+        reply: Future[tuple[bool, bytes]] = Future()
         with self._lock:
-            self.conn.send(message)
-            return self.conn.recv()
+            request_id = next(self._request_ids)
+            self._replies[request_id] = reply
+        try:
+            self.send(("request", request_id, data))
+            return reply.result()
+        finally:
+            with self._lock:
+                self._replies.pop(request_id, None)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = ForkingPickler.loads(self.conn.recv_bytes())
+                if message[0] == "reply":
+                    _, request_id, ok, data = message
+                    with self._lock:
+                        reply = self._replies.pop(request_id, None)
+                    # None: the asker left (a signal handler of the call's
+                    # raised in it).
+                    if reply is not None:
+                        reply.set_result((ok, data))
+                elif message[0] == "call":
+                    self._calls.put(message[1])
+                else:
+                    self._calls.put(None)
+        except (EOFError, OSError):
+            # Every parent end of the pipe is closed, so the parent is gone
+            # (it closes its own only once this child has ended, and its
+            # forks close theirs as they are forked): no one is left to take
+            # a result, or to answer. A parent killed outright (SIGKILL, as
+            # runserver's autoreloader does to its child) runs no exit hook:
+            # without this, a hung call would keep its orphaned worker alive
+            # for ever.
+            os._exit(1)
 
 
 # Set in a worker process: its way to the parent.
@@ -623,9 +779,13 @@ def ask_parent(payload: Any) -> Any:
     if _parent is None:
         raise RuntimeError("ask_parent() is for a ProcessPool worker process.")
     try:
-        _, ok, value = _parent.ask(("request", payload))
-    except (EOFError, OSError) as exc:
+        ok, data = _parent.ask(payload)
+    except OSError as exc:
         raise WorkerError("The worker process lost its parent.") from exc
+    try:
+        value = ForkingPickler.loads(data)
+    except Exception as exc:
+        raise WorkerError(f"The parent's answer could not be read: {exc!r}") from exc
     if not ok:
         raise value
     return value
@@ -653,15 +813,11 @@ def _child_main(
         raise
     channel.send(("ready",))
     while True:
+        body = channel.next_call()
+        if body is None:
+            return
         try:
-            data = conn.recv_bytes()
-        except EOFError:
-            return  # the parent is gone
-        try:
-            message = ForkingPickler.loads(data)
-            if message[0] == "stop":
-                return
-            _, fn, args, kwargs = message
+            fn, args, kwargs = ForkingPickler.loads(body)
             reply = ("done", True, fn(*args, **kwargs))
         except BaseException as exc:
             reply = ("done", False, "".join(format_exception(exc)))
@@ -674,20 +830,25 @@ def _child_main(
 
 
 def _exit_with_parent() -> None:
-    """Leave as soon as the parent dies, even in the middle of a call.
+    """On Linux, have the kernel kill this child (SIGKILL) the moment its parent dies.
 
-    No one is left to take the result, and a parent killed outright (SIGKILL,
-    as runserver's autoreloader does to its child) runs no exit hook: without
-    this, a hung call would keep its orphaned worker alive forever.
+    The pipe's reader ends the child too when the parent dies, but it is a
+    thread: a call that holds the GIL (a regex backtracking in C) would keep
+    the orphan alive as long as it runs. Under forkserver the kernel's
+    parent is the fork server, not the pool's process: the reader is left.
+
+    The kernel's parent is the thread that started the child: the pool's
+    supervisor, which ends only once its children are reaped (or killed).
     """
     parent = multiprocessing.parent_process()
-    if parent is None:
+    if sys.platform != "linux" or parent is None or os.getppid() != parent.pid:
         return
-
-    def watch() -> None:
-        wait([parent.sentinel])
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):  # no prctl to be found
+        return
+    if os.getppid() != parent.pid:
+        # The parent died before the kernel was told to watch it.
         os._exit(1)
-
-    threading.Thread(
-        target=watch, name="django-tasks-local-parent-watch", daemon=True
-    ).start()
