@@ -210,6 +210,13 @@ def runs_in_worker_process():
 
 
 @task
+def append_pid(path):
+    """Append the pid of the process that runs it to ``path``."""
+    with open(path, "a") as log:
+        log.write(f"{os.getpid()}\n")
+
+
+@task
 def native_thread_id():
     """The operating system's id of the thread that runs the task: unique
     among the threads and processes alive, so it names one worker."""

@@ -776,6 +776,53 @@ def test_in_worker_process_tells_a_worker_from_the_web_process(
     assert in_worker_process() is False
 
 
+READY_ENQUEUER_SETTINGS = """
+from tests.settings import *  # noqa: F403
+
+INSTALLED_APPS = [*INSTALLED_APPS, "ready_enqueuer.EnqueuerConfig"]  # noqa: F405
+"""
+
+READY_ENQUEUER_APP = """
+import os
+
+from django.apps import AppConfig
+
+from django_tasks_local.executors.processes import in_worker_process
+
+
+class EnqueuerConfig(AppConfig):
+    name = "ready_enqueuer"
+
+    def ready(self):
+        # As a scheduler started here would: an enqueue while the worker
+        # sets Django up.
+        if in_worker_process():
+            from tests.tasks import append_pid
+
+            append_pid.using(backend="threads").enqueue(os.environ["PID_LOG"])
+"""
+
+
+def test_an_enqueue_in_a_workers_app_ready_runs_in_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ready_enqueuer_settings.py").write_text(READY_ENQUEUER_SETTINGS)
+    (tmp_path / "ready_enqueuer.py").write_text(READY_ENQUEUER_APP)
+    log = tmp_path / "pids"
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get sys.path
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "ready_enqueuer_settings")
+    monkeypatch.setenv("PID_LOG", str(log))
+    backend = make_backend("ready", MP_CONTEXT="spawn", MAX_WORKERS=1)
+    try:
+        done = backend.wait_for_result(enqueue(backend, tasks.add, 1, 2), DEADLINE)
+        assert done.status == SUCCESSFUL, done.errors
+        wait_until(log.exists, message="the task enqueued in ready() ran")
+        # It ran in this process's "threads" backend, not in a pool of the worker's.
+        assert log.read_text().split() == [str(os.getpid())]
+    finally:
+        backend.close()
+
+
 # -- no shared state ----------------------------------------------------------
 
 

@@ -30,10 +30,12 @@ _inherited_connections: list[Any] = []
 
 
 def set_up() -> None:
-    """In a new worker process: Django, start reports, enqueues to the parent."""
-    _prepare_django()
+    """In a new worker process: start reports, enqueues to the parent, Django."""
     runner.set_process_start_reporter(processes.report_started)
+    # Before Django: an AppConfig.ready() may enqueue (or start a scheduler
+    # that does) while django.setup() runs.
     base.forward_enqueues(_enqueue_in_parent)
+    _prepare_django()
 
 
 def answer(request: tuple[Any, ...]) -> Any:
