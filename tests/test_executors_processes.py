@@ -25,7 +25,7 @@ from django_tasks_local.exceptions import TaskTimedOut, WorkerCrashed, WorkerErr
 from django_tasks_local.executors.processes import ProcessPool
 from django_tasks_local.runner import Envelope, Outcome, TaskReference, run_task
 from tests import tasks
-from tests.helpers import DEADLINE, postgres_pid, wait_until
+from tests.helpers import DEADLINE, postgres_pid, run_script, wait_until
 
 pytestmark = pytest.mark.filterwarnings(
     # The test process has threads (other pools' supervisors) when it forks.
@@ -400,3 +400,75 @@ def test_connections_opened_in_the_supervisor_thread_are_closed_as_after_a_reque
             time.sleep(0.05)
     finally:
         pool.shutdown()
+
+
+# -- children the OS refuses ---------------------------------------------------
+
+NO_PIPE_SCRIPT = """
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+import django
+
+
+class FirstError(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.seen = threading.Event()
+
+    def emit(self, record):
+        if record.levelno >= logging.ERROR and not self.seen.is_set():
+            self.text = f"{record.getMessage()} {record.exc_info[1].strerror}"
+            self.seen.set()
+
+
+def main(tmp):
+    from django_tasks_local.executors.processes import ProcessPool
+    from tests import tasks
+    from tests.helpers import DEADLINE, no_file_descriptors_left, wait_until
+
+    error = FirstError()
+    logging.getLogger("django_tasks_local").addHandler(error)
+    # Made now: with no descriptor left, only a rename (no open) can release.
+    for name in ("first.ready", "second.ready"):
+        (tmp / name).touch()
+    pool = ProcessPool(2, mp_context="fork")
+    running = pool.submit(tasks.plain_mark_then_block, str(tmp / "mark"), str(tmp / "first"))
+    wait_until((tmp / "mark").exists)
+    with no_file_descriptors_left():
+        # No descriptor for a second child's pipe: the call waits for the first.
+        waiting = pool.submit(pow, 2, 5)
+        assert error.seen.wait(DEADLINE)
+        print(error.text)
+        os.rename(tmp / "first.ready", tmp / "first")
+        print("running:", running.result(DEADLINE) == pool.worker_pids[0])
+        print("waiting:", waiting.result(DEADLINE))
+    # Two calls at once: the pool starts its second child now.
+    both = [
+        pool.submit(tasks.plain_mark_then_block, str(tmp / f"mark{n}"), str(tmp / "second"))
+        for n in range(2)
+    ]
+    wait_until(lambda: all((tmp / f"mark{n}").exists() for n in range(2)))
+    os.rename(tmp / "second.ready", tmp / "second")
+    print("children:", len({future.result(DEADLINE) for future in both}))
+    pool.shutdown()
+
+
+if __name__ == "__main__":
+    django.setup()
+    main(Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads /proc")
+def test_no_file_descriptor_for_a_new_child_spares_the_running_one(
+    tmp_path: Path,
+) -> None:
+    done = run_script(tmp_path, NO_PIPE_SCRIPT, str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "A worker process could not be started. Too many open files\nrunning: True\nwaiting: 32\nchildren: 2\n"
+    ), done.stderr

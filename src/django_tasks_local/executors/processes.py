@@ -11,6 +11,9 @@ has its own pipe, so the parent knows which child runs which call:
 * a child that dies fails only the call it had started (``WorkerCrashed``); a
   call it had not started goes to another child, once;
 * a call running past ``timeout`` seconds has its child killed (``TaskTimedOut``);
+* a child the OS refuses to start (no process or file descriptor left) harms
+  no other child: the waiting calls wait for a child alive, or fail
+  (``WorkerError``) if there is none, and the next call tries again;
 * a child is replaced after ``max_tasks_per_child`` calls;
 * a running call can ask its parent something (``ask_parent()`` in the child,
   answered by ``handle_request`` in the parent).
@@ -79,6 +82,10 @@ logger = logging.getLogger("django_tasks_local")
 
 # Seconds: the longest single wait of the supervisor.
 _LONGEST_WAIT = 24 * 3600.0
+
+# Seconds between two tries to start a child after the OS refused one while
+# another child lives (the waiting calls are not failed meanwhile).
+_START_RETRY_DELAY = 1.0
 
 
 @dataclass(eq=False)
@@ -163,6 +170,10 @@ class ProcessPool(Executor):
         self._terminate = False
         self._broken: str | None = None
         self._children: list[_Child] = []
+        # After the OS refused a child while another one lives: no new child
+        # before this time (monotonic), so that a refusal is not retried at
+        # every event. The waiting calls wait for the living child meanwhile.
+        self._next_start: float | None = None
         self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         # A full buffer already means "wake up": never block on it.
         self._wakeup_writer.setblocking(False)
@@ -287,9 +298,12 @@ class ProcessPool(Executor):
             waiting, shutdown = len(self._waiting), self._shutdown
         active = [child for child in self._children if not child.stopping]
         starting = sum(1 for child in active if not child.ready)
+        if self._next_start is not None and time.monotonic() >= self._next_start:
+            self._next_start = None
         # Each waiting call beyond those that starting children will take
         # gets a new child, up to max_workers.
-        for _ in range(min(waiting - starting, self._max_workers - len(active))):
+        needed = min(waiting - starting, self._max_workers - len(active))
+        for _ in range(needed if self._next_start is None else 0):
             if not self._spawn():
                 break
         if shutdown and not waiting:
@@ -324,7 +338,12 @@ class ProcessPool(Executor):
         return True
 
     def _spawn(self) -> bool:
-        parent_conn, child_conn = self._context.Pipe()
+        """Start a child; False if the OS refused (no process, no file descriptor)."""
+        try:
+            parent_conn, child_conn = self._context.Pipe()
+        except OSError as exc:
+            self._refused(exc)
+            return False
         # A forked child gets a copy of every pipe end the parent holds; it
         # closes them, so that each child sees its pipe end when the parent dies.
         inherited = []
@@ -342,15 +361,23 @@ class ProcessPool(Executor):
                 process.start()
         except Exception as exc:
             parent_conn.close()
-            logger.exception("A worker process could not be started.")
-            self._fail_waiting(
-                WorkerError(f"A worker process could not be started: {exc!r}")
-            )
+            self._refused(exc)
             return False
         finally:
             child_conn.close()
         self._children.append(_Child(process, parent_conn))
         return True
+
+    def _refused(self, exc: Exception) -> None:
+        """A child could not be started: the waiting calls wait for a living
+        child, or fail if there is none (nothing else would ever run them)."""
+        logger.error("A worker process could not be started.", exc_info=exc)
+        if any(not child.stopping for child in self._children):
+            self._next_start = time.monotonic() + _START_RETRY_DELAY
+        else:
+            self._fail_waiting(
+                WorkerError(f"A worker process could not be started: {exc!r}")
+            )
 
     def _stop(self, child: _Child) -> None:
         child.stopping = True
@@ -363,6 +390,8 @@ class ProcessPool(Executor):
         deadlines = [
             child.deadline for child in self._children if child.deadline is not None
         ]
+        if self._next_start is not None:
+            deadlines.append(self._next_start)
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         if timeout is not None:
             # epoll takes at most about 24.8 days: a longer timeout (or an
