@@ -28,7 +28,13 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 
 from django_tasks_local import ProcessPoolBackend
 from tests import tasks
-from tests.helpers import DEADLINE, postgres_pid, wait_until, wait_until_running
+from tests.helpers import (
+    DEADLINE,
+    postgres_pid,
+    run_script,
+    wait_until,
+    wait_until_running,
+)
 from tests.models import Record
 
 pytestmark = pytest.mark.filterwarnings(
@@ -291,6 +297,67 @@ def test_a_worker_killed_from_outside_fails_its_task_and_the_others_run(
         assert fork2.wait_for_result(result_id, DEADLINE).return_value == n + 1
     release.touch()
     assert fork2.wait_for_result(other_id, DEADLINE).status == SUCCESSFUL
+
+
+NO_NEW_WORKER_SCRIPT = """
+import os
+import signal
+import sys
+from pathlib import Path
+
+import django
+
+
+def main(tmp):
+    from django.tasks import task_backends
+
+    from tests.helpers import DEADLINE, no_file_descriptors_left, wait_until_running
+    from tests.tasks import block_until, square
+
+    backend = task_backends["processes"]
+    running = block_until.using(backend="processes").enqueue(str(tmp / "never"))
+    worker = wait_until_running(backend, running.id).worker_ids[0]
+    # They wait in the backend for the only worker.
+    waiting = [square.using(backend="processes").enqueue(n) for n in (2, 3)]
+    with no_file_descriptors_left():
+        # As the OOM killer does: no worker is left, and none can start.
+        os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
+        for result in (running, *waiting):
+            result = backend.wait_for_result(result.id, DEADLINE)
+            [error] = result.errors
+            print(error.exception_class_path, error.traceback.splitlines()[-1])
+    later = square.using(backend="processes").enqueue(4)
+    print(backend.wait_for_result(later.id, DEADLINE).return_value)
+
+
+if __name__ == "__main__":
+    django.setup()
+    main(Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads /proc")
+def test_when_no_worker_can_start_the_waiting_tasks_fail_and_later_ones_run(
+    tmp_path: Path,
+) -> None:
+    # The second waiting task is handed to the pool when the first fails,
+    # in the pool's own thread: it must not be left READY for ever.
+    options = {"MAX_WORKERS": 1, "MP_CONTEXT": "fork"}
+    backend = {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": options}
+    done = run_script(
+        tmp_path, NO_NEW_WORKER_SCRIPT, str(tmp_path), tasks={"processes": backend}
+    )
+    assert done.returncode == 0, done.stderr
+    cannot_start = (
+        "django_tasks_local.exceptions.WorkerError django_tasks_local.exceptions."
+        "WorkerError: A worker process could not be started: "
+        "OSError(24, 'Too many open files')"
+    )
+    crashed, *refused, later = done.stdout.splitlines()
+    assert crashed.startswith("django_tasks_local.exceptions.WorkerCrashed "), crashed
+    assert "killed by signal SIGKILL" in crashed
+    assert refused == [cannot_start] * 2, done.stderr
+    assert later == "16"
 
 
 # -- timeouts ---------------------------------------------------------------

@@ -170,6 +170,8 @@ class ProcessPool(Executor):
         self._terminate = False
         self._broken: str | None = None
         self._children: list[_Child] = []
+        # Set by submit() in the supervisor thread: dispatch before waiting.
+        self._dispatch_again = False
         # After the OS refused a child while another one lives: no new child
         # before this time (monotonic), so that a refusal is not retried at
         # every event. The waiting calls wait for the living child meanwhile.
@@ -209,8 +211,12 @@ class ProcessPool(Executor):
         if threading.current_thread() is self._supervisor:
             # Submitted by a future's callback: the supervisor owns the
             # children, so it hands the call to an idle one at once, and the
-            # child runs it while the rest of the callbacks run here.
+            # child runs it while the rest of the callbacks run here. With
+            # none idle, the call may need a new child: the supervisor
+            # dispatches again before it waits (the callback may have run
+            # inside _dispatch, after its last look at the waiting calls).
             self._feed_idle()
+            self._dispatch_again = True
         else:
             self._wake()
         return future
@@ -266,7 +272,10 @@ class ProcessPool(Executor):
     def _supervise(self) -> None:
         try:
             while True:
+                self._dispatch_again = False
                 self._dispatch()
+                if self._dispatch_again:
+                    continue
                 with self._lock:
                     finished = self._shutdown and not self._waiting
                 if finished and not self._children:
