@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,8 @@ def make_pool(starts: Starts) -> Iterator[Any]:
 
     def make(max_workers: int = 2, **options: Any) -> ProcessPool:
         options.setdefault("mp_context", "fork")
-        pool = ProcessPool(
-            max_workers, initializer=set_up, on_started=starts, **options
-        )
+        options.setdefault("initializer", set_up)
+        pool = ProcessPool(max_workers, on_started=starts, **options)
         pools.append(pool)
         return pool
 
@@ -311,6 +310,52 @@ def test_a_child_that_cannot_start_fails_the_waiting_calls(
     # Not broken for good: a child started with working settings takes calls.
     monkeypatch.undo()
     assert pool.submit(pow, 2, 3).result(DEADLINE) == 8
+
+
+def kill_starting_children(
+    pool: ProcessPool, count: int, waiting: list[Future[Any]]
+) -> set[int]:
+    """SIGKILL (as the OOM killer does) each new child of the pool, ``count``
+    times, checking that the ``waiting`` calls still wait; the pids killed."""
+    killed: set[int] = set()
+    for _ in range(count):
+        wait_until(
+            lambda: set(pool.worker_pids) - killed or any(f.done() for f in waiting),
+            message="a new child",
+        )
+        assert not any(future.done() for future in waiting)
+        [pid] = set(pool.worker_pids) - killed
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+    return killed
+
+
+def test_a_child_killed_while_it_starts_is_replaced(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    pool = make_pool(
+        max_workers=1, initializer=tasks.plain_block_until, initargs=(str(release),)
+    )
+    futures = [pool.submit(pow, 2, n) for n in range(3)]
+    # Killed twice in a row: a third child starts, and the calls wait for it.
+    kill_starting_children(pool, 2, futures)
+    release.touch()
+    assert [future.result(DEADLINE) for future in futures] == [1, 2, 4]
+
+
+def test_children_killed_three_times_in_a_row_while_starting_fail_the_waiting_calls(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    never = str(tmp_path / "never")
+    pool = make_pool(
+        max_workers=1, initializer=tasks.plain_block_until, initargs=(never,)
+    )
+    future = pool.submit(pow, 2, 2)
+    kill_starting_children(pool, 3, [future])
+    with pytest.raises(WorkerError, match="killed by signal SIGKILL") as caught:
+        future.result(DEADLINE)
+    assert "(3 starts in a row were killed.)" in str(caught.value)
 
 
 @pytest.mark.postgres

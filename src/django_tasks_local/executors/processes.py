@@ -11,6 +11,10 @@ has its own pipe, so the parent knows which child runs which call:
 * a child that dies fails only the call it had started (``WorkerCrashed``); a
   call it had not started goes to another child, once;
 * a call running past ``timeout`` seconds has its child killed (``TaskTimedOut``);
+* a child that dies before it is ready fails the calls waiting (``WorkerError``
+  with its traceback): another would most likely fail the same way. Unless a
+  signal killed it (the OOM killer) before its initializer failed: then
+  another child starts, and only the third such death in a row fails them;
 * a child the OS refuses to start (no process or file descriptor left) harms
   no other child: the waiting calls wait for a child alive, or fail
   (``WorkerError``) if there is none, and the next call tries again;
@@ -82,6 +86,11 @@ logger = logging.getLogger("django_tasks_local")
 
 # Seconds: the longest single wait of the supervisor.
 _LONGEST_WAIT = 24 * 3600.0
+
+# Children killed by a signal while they start, one after another, before
+# the calls waiting for them fail: a kill from outside (the OOM killer) is
+# none of theirs, but a child that always dies starting must not loop.
+_MAX_FAILED_STARTS = 3
 
 # Seconds between two tries to start a child after the OS refused one while
 # another child lives (the waiting calls are not failed meanwhile).
@@ -170,6 +179,8 @@ class ProcessPool(Executor):
         self._terminate = False
         self._broken: str | None = None
         self._children: list[_Child] = []
+        # Children killed by a signal while starting, since one was last ready.
+        self._failed_starts = 0
         # Set by submit() in the supervisor thread: dispatch before waiting.
         self._dispatch_again = False
         # After the OS refused a child while another one lives: no new child
@@ -438,6 +449,7 @@ class ProcessPool(Executor):
         kind = message[0]
         if kind == "ready":
             child.ready = True
+            self._failed_starts = 0
         elif kind == "failed":
             child.setup_error = message[1]
         elif kind == "started":
@@ -514,13 +526,7 @@ class ProcessPool(Executor):
         self._children.remove(child)
         call = self._free(child)
         if not child.ready and not child.stopping:
-            # It died setting up. Another child would most likely fail the
-            # same way, so the calls waiting for it fail rather than loop.
-            reason = f"A worker process (pid {child.process.pid}) could not start: it "
-            reason += _describe_exit(child.process.exitcode) + "."
-            if child.setup_error:
-                reason += "\n" + child.setup_error
-            self._fail_waiting(WorkerError(reason))
+            self._failed_start(child)
         if call is None:
             return
         if child.timed_out:
@@ -541,6 +547,25 @@ class ProcessPool(Executor):
                 f"{_describe_exit(child.process.exitcode)}."
             )
         call.future.set_exception(error)
+
+    def _failed_start(self, child: _Child) -> None:
+        """The child died setting up. Another child would most likely fail the
+        same way, so the calls waiting for it fail rather than loop; unless a
+        signal killed it before any error, and not ``_MAX_FAILED_STARTS``
+        times in a row: then another child starts for them."""
+        exitcode = child.process.exitcode
+        reason = f"A worker process (pid {child.process.pid}) could not start: it "
+        reason += _describe_exit(exitcode) + "."
+        if child.setup_error:
+            reason += "\n" + child.setup_error
+        elif exitcode is not None and exitcode < 0:
+            self._failed_starts += 1
+            if self._failed_starts < _MAX_FAILED_STARTS:
+                logger.warning("%s Starting another one.", reason)
+                return
+            reason += f" ({self._failed_starts} starts in a row were killed.)"
+        self._failed_starts = 0
+        self._fail_waiting(WorkerError(reason))
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()
