@@ -6,6 +6,7 @@ one about a child that cannot set Django up.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import secrets
@@ -356,6 +357,34 @@ def test_children_killed_three_times_in_a_row_while_starting_fail_the_waiting_ca
     with pytest.raises(WorkerError, match="killed by signal SIGKILL") as caught:
         future.result(DEADLINE)
     assert "(3 starts in a row were killed.)" in str(caught.value)
+
+
+def test_a_child_not_ready_within_start_timeout_is_killed_and_the_calls_fail(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    pool = make_pool(
+        max_workers=1,
+        initializer=tasks.plain_block_until,
+        initargs=(str(release),),
+        start_timeout=0.5,
+    )
+    futures = [pool.submit(pow, 2, n) for n in range(2)]
+    for future in futures:
+        with pytest.raises(WorkerError, match=r"did not start within 0\.5s") as caught:
+            future.result(DEADLINE)
+    assert "was killed. Check what its initializer waits for" in str(caught.value)
+    release.touch()
+    assert pool.submit(pow, 2, 3).result(DEADLINE) == 8
+
+
+@pytest.mark.parametrize(
+    "seconds", [math.inf, 1e300, 10**400], ids=["inf", "1e300", "10**400"]
+)
+def test_timeouts_longer_than_any_wait_work(make_pool: Any, seconds: float) -> None:
+    pool = make_pool(max_workers=1, timeout=seconds, start_timeout=seconds)
+    outcome = pool.submit(run_task, envelope(tasks.add, 2, 3)).result(DEADLINE)
+    assert (outcome.error, outcome.return_value) == (None, 5)
 
 
 @pytest.mark.postgres

@@ -11,6 +11,8 @@ has its own pipe, so the parent knows which child runs which call:
 * a child that dies fails only the call it had started (``WorkerCrashed``); a
   call it had not started goes to another child, once;
 * a call running past ``timeout`` seconds has its child killed (``TaskTimedOut``);
+* a child not ready ``start_timeout`` seconds after its start is killed, and
+  the calls waiting fail (``WorkerError``);
 * a child that dies before it is ready fails the calls waiting (``WorkerError``
   with its traceback): another would most likely fail the same way. Unless a
   signal killed it (the OOM killer) before its initializer failed: then
@@ -61,10 +63,12 @@ Child to parent:
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -117,9 +121,11 @@ class _Child:
     ready: bool = False
     call: _Call | None = None
     calls_done: int = 0
+    # When it must be ready (start_timeout), or its call must end (timeout).
     deadline: float | None = None
     # Told to stop, or killed: it takes no more calls.
     stopping: bool = False
+    # Killed at its deadline.
     timed_out: bool = False
     # The pipe reached its end: only the sentinel is left to wait for.
     eof: bool = False
@@ -147,6 +153,7 @@ class ProcessPool(Executor):
         handle_request: Callable[[Any], Any] | None = None,
         timeout: float | None = None,
         max_tasks_per_child: int | None = None,
+        start_timeout: float | None = None,
     ) -> None:
         """``on_started``: calls report their start (``report_started()`` in the
         child) and the parent hears of it here. Without it, a call counts as
@@ -154,6 +161,10 @@ class ProcessPool(Executor):
 
         ``handle_request(payload)`` answers what a running call asks with
         ``ask_parent(payload)``; what it returns or raises reaches the child.
+
+        ``start_timeout``: seconds a child may take to be ready (its
+        initializer included); past them it is killed and the calls waiting
+        fail. ``None``: no limit.
         """
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers!r}.")
@@ -168,7 +179,8 @@ class ProcessPool(Executor):
         self._initargs = initargs
         self._on_started = on_started
         self._handle_request = handle_request
-        self._timeout = timeout
+        self._timeout = _seconds(timeout)
+        self._start_timeout = _seconds(start_timeout)
         self._max_tasks_per_child = max_tasks_per_child
         # Guards the five attributes below; the supervisor owns everything else.
         self._lock = threading.Lock()
@@ -385,7 +397,10 @@ class ProcessPool(Executor):
             return False
         finally:
             child_conn.close()
-        self._children.append(_Child(process, parent_conn))
+        child = _Child(process, parent_conn)
+        if self._start_timeout is not None:
+            child.deadline = time.monotonic() + self._start_timeout
+        self._children.append(child)
         return True
 
     def _refused(self, exc: Exception) -> None:
@@ -449,6 +464,7 @@ class ProcessPool(Executor):
         kind = message[0]
         if kind == "ready":
             child.ready = True
+            child.deadline = None
             self._failed_starts = 0
         elif kind == "failed":
             child.setup_error = message[1]
@@ -525,7 +541,9 @@ class ProcessPool(Executor):
         child.conn.close()
         self._children.remove(child)
         call = self._free(child)
-        if not child.ready and not child.stopping:
+        # Not when it was stopped or killed on purpose (shutdown, terminate),
+        # but when it was killed for not starting in time.
+        if not child.ready and (child.timed_out or not child.stopping):
             self._failed_start(child)
         if call is None:
             return
@@ -553,17 +571,26 @@ class ProcessPool(Executor):
         same way, so the calls waiting for it fail rather than loop; unless a
         signal killed it before any error, and not ``_MAX_FAILED_STARTS``
         times in a row: then another child starts for them."""
-        exitcode = child.process.exitcode
-        reason = f"A worker process (pid {child.process.pid}) could not start: it "
-        reason += _describe_exit(exitcode) + "."
-        if child.setup_error:
-            reason += "\n" + child.setup_error
-        elif exitcode is not None and exitcode < 0:
-            self._failed_starts += 1
-            if self._failed_starts < _MAX_FAILED_STARTS:
-                logger.warning("%s Starting another one.", reason)
-                return
-            reason += f" ({self._failed_starts} starts in a row were killed.)"
+        pid, exitcode = child.process.pid, child.process.exitcode
+        if child.timed_out:
+            reason = (
+                f"A worker process (pid {pid}) did not start within "
+                f"{self._start_timeout}s, and was killed. Check what its "
+                "initializer waits for: an import that hangs (the settings "
+                "module, an app), a lock held when it was forked, a server "
+                "that does not answer."
+            )
+        else:
+            reason = f"A worker process (pid {pid}) could not start: it "
+            reason += _describe_exit(exitcode) + "."
+            if child.setup_error:
+                reason += "\n" + child.setup_error
+            elif exitcode is not None and exitcode < 0:
+                self._failed_starts += 1
+                if self._failed_starts < _MAX_FAILED_STARTS:
+                    logger.warning("%s Starting another one.", reason)
+                    return
+                reason += f" ({self._failed_starts} starts in a row were killed.)"
         self._failed_starts = 0
         self._fail_waiting(WorkerError(reason))
 
@@ -611,6 +638,15 @@ def _children_allowed() -> Iterator[None]:
     finally:
         if daemon is not None:
             config["daemon"] = daemon
+
+
+def _seconds(value: int | float | None) -> float | None:
+    """``value``, or ``inf`` for a whole number too large for a float (which
+    time.monotonic() could not be added to); either is waited out in turns
+    of ``_LONGEST_WAIT``."""
+    if isinstance(value, int) and value > sys.float_info.max:
+        return math.inf
+    return value
 
 
 def _claim(call: _Call) -> bool:
