@@ -11,6 +11,8 @@ import os
 import queue
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +28,13 @@ from django_tasks_local.exceptions import TaskTimedOut, WorkerCrashed, WorkerErr
 from django_tasks_local.executors.processes import ProcessPool
 from django_tasks_local.runner import Envelope, Outcome, TaskReference, run_task
 from tests import tasks
-from tests.helpers import DEADLINE, postgres_pid, run_script, wait_until
+from tests.helpers import (
+    DEADLINE,
+    postgres_pid,
+    run_script,
+    wait_until,
+    write_script,
+)
 
 pytestmark = pytest.mark.filterwarnings(
     # The test process has threads (other pools' supervisors) when it forks.
@@ -546,3 +554,98 @@ def test_no_file_descriptor_for_a_new_child_spares_the_running_one(
     assert done.stdout == (
         "A worker process could not be started. Too many open files\nrunning: True\nwaiting: 32\nchildren: 2\n"
     ), done.stderr
+
+
+# -- Ctrl-C --------------------------------------------------------------------
+
+CTRL_C_SCRIPT = """
+import multiprocessing.util
+import signal
+import sys
+import time
+from pathlib import Path
+
+import django
+
+
+def hold(started, release):
+    # A new child waits here, before _child_main: a Ctrl-C now used to kill it.
+    with open(started, "a") as log:
+        log.write("a child starts\\n")
+    deadline = time.monotonic() + 60
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+# Holds a new child where it is unpickled (spawn, forkserver), or right
+# after it is forked.
+class Gate:
+    def __init__(self, started, release):
+        self.paths = (started, release)
+
+    def __reduce__(self):
+        return (hold, self.paths)
+
+    def hold_after_fork(self):
+        # A forked child has its parent's handler: this script's only keeps
+        # the script going, where Python's raises KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        hold(*self.paths)
+
+
+def initialize(gate):
+    pass
+
+
+def main(method, started, release):
+    from django_tasks_local.executors.processes import ProcessPool
+
+    interrupted = []
+    # The parent decides what Ctrl-C does: here, nothing.
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    gate = Gate(started, release)
+    if method == "fork":
+        multiprocessing.util.register_after_fork(gate, Gate.hold_after_fork)
+    pool = ProcessPool(1, mp_context=method, initializer=initialize, initargs=(gate,))
+    print(pool.submit(pow, 2, 10).result(60), interrupted)
+    pool.shutdown()
+
+
+if __name__ == "__main__":
+    django.setup()
+    main(*sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_ctrl_c_while_a_child_starts_does_not_kill_it(
+    tmp_path: Path, method: str
+) -> None:
+    script, env = write_script(tmp_path, CTRL_C_SCRIPT)
+    started, release = tmp_path / "started", tmp_path / "release"
+    # A session of its own: the signal goes to its whole process group, as
+    # Ctrl-C in a terminal does.
+    process = subprocess.Popen(
+        [sys.executable, str(script), method, str(started), str(release)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: started.exists() or process.poll() is not None,
+            message="a child starts",
+        )
+        os.killpg(process.pid, signal.SIGINT)
+        release.touch()
+        out, err = process.communicate(timeout=DEADLINE)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert (process.returncode, out) == (0, "1024 [True]\n"), err
+    # The same child: not killed and replaced.
+    assert started.read_text() == "a child starts\n"

@@ -21,6 +21,8 @@ has its own pipe, so the parent knows which child runs which call:
   no other child: the waiting calls wait for a child alive, or fail
   (``WorkerError``) if there is none, and the next call tries again;
 * a child is replaced after ``max_tasks_per_child`` calls;
+* a child ignores SIGINT from its start: Ctrl-C reaches the whole process
+  group, and the parent decides what its children do;
 * a running call can ask its parent something (``ask_parent()`` in the child,
   answered by ``handle_request`` in the parent).
 
@@ -76,7 +78,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from traceback import format_exception
@@ -389,7 +393,7 @@ class ProcessPool(Executor):
             daemon=True,
         )
         try:
-            with _children_allowed():
+            with _children_allowed(), _sigint_blocked(self._context):
                 process.start()
         except Exception as exc:
             parent_conn.close()
@@ -640,6 +644,32 @@ def _children_allowed() -> Iterator[None]:
             config["daemon"] = daemon
 
 
+@contextmanager
+def _sigint_blocked(context: BaseContext) -> Iterator[None]:
+    """Start a child with SIGINT blocked: it inherits the mask (through fork,
+    exec, and a fork server started here) until ``_child_main`` ignores SIGINT.
+
+    Ctrl-C in a terminal reaches the whole process group, and a child still
+    starting must not die of it: the parent decides what its workers do.
+    Blocking it in this thread costs the parent nothing, since Python runs
+    signal handlers in the main thread only. The resource tracker unblocks
+    SIGINT in the thread that starts it, so it is started first. A fork
+    server started here passes the mask on to every child it forks, for
+    other pools too (it ignores SIGINT itself); the children of one started
+    elsewhere have its mask, and can die of a Ctrl-C before they ignore it.
+    """
+    if sys.platform == "win32":  # no pthread_sigmask, no process group's SIGINT
+        yield
+        return
+    if context.get_start_method() != "fork":
+        resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _seconds(value: int | float | None) -> float | None:
     """``value``, or ``inf`` for a whole number too large for a float (which
     time.monotonic() could not be added to); either is waited out in turns
@@ -740,6 +770,10 @@ def _child_main(
     # Ctrl-C in a terminal reaches the whole process group: let the parent
     # decide what happens to its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform != "win32":
+        # Blocked since the parent started this child (_sigint_blocked): a
+        # Ctrl-C pending since then was dropped as SIGINT became ignored.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _exit_with_parent()
     for other in inherited:
         other.close()
