@@ -15,11 +15,12 @@ has its own pipe, so the parent knows which child runs which call:
   the calls waiting fail (``WorkerError``);
 * a child that dies before it is ready fails the calls waiting (``WorkerError``
   with its traceback): another would most likely fail the same way. Unless a
-  signal killed it (the OOM killer) before its initializer failed: then
-  another child starts, and only the third such death in a row fails them;
+  signal killed it (the OOM killer) with no set-up error: then another child
+  starts, and only the third such death in a row fails them;
 * a child the OS refuses to start (no process or file descriptor left) harms
-  no other child: the waiting calls wait for a child alive, or fail
-  (``WorkerError``) if there is none, and the next call tries again;
+  no other child: the waiting calls wait for a child alive (another start is
+  tried a second later), or fail (``WorkerError``) if there is none, and the
+  next call tries again;
 * a child is replaced after ``max_tasks_per_child`` calls;
 * a child ignores SIGINT from its start: Ctrl-C reaches the whole process
   group, and the parent decides what its children do;
@@ -33,7 +34,9 @@ as soon as the supervisor reads the end of its last one, before that call's
 future is resolved.
 
 Threads. ``submit`` and ``shutdown`` only touch the waiting calls and the
-flags, under the lock, then wake the supervisor. The supervisor thread alone
+flags, under the lock, then wake the supervisor (``submit`` from a future's
+callback, in the supervisor thread, has it dispatch again before it waits
+instead). The supervisor thread alone
 starts, feeds, reads and reaps the children, so a child's state is never
 shared between threads; and since it reads every pipe, a call's start is
 always handled before its end. Futures are resolved, and ``on_started`` and
@@ -573,7 +576,7 @@ class ProcessPool(Executor):
     def _failed_start(self, child: _Child) -> None:
         """The child died setting up. Another child would most likely fail the
         same way, so the calls waiting for it fail rather than loop; unless a
-        signal killed it before any error, and not ``_MAX_FAILED_STARTS``
+        signal killed it with no set-up error, and not ``_MAX_FAILED_STARTS``
         times in a row: then another child starts for them."""
         pid, exitcode = child.process.pid, child.process.exitcode
         if child.timed_out:
