@@ -4,9 +4,13 @@ aliases, the signal log, and the backends a user might write."""
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing
 import os
+import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -35,6 +39,8 @@ from django_tasks_local import (
 #: Seconds a test waits for what should happen at once: a deadline, never
 #: reached unless something is broken. Generous: the machine is small and shared.
 DEADLINE = 60.0
+
+REPO = Path(__file__).resolve().parent.parent
 
 _numbers = itertools.count()
 
@@ -116,6 +122,85 @@ def http_get(url: str, deadline: float) -> str:
 def read_log(path: Path) -> list[str]:
     """The labels that ``tasks.log_label`` wrote to ``path``, in order."""
     return path.read_text().split() if path.exists() else []
+
+
+# -- scripts in a subprocess ----------------------------------------------------
+
+#: The settings module of a script: the app of the model that tests/tasks.py
+#: imports (no database is used), and the TASKS aliases the test gives.
+SCRIPT_SETTINGS = """
+import json
+import os
+
+SECRET_KEY = "script"
+USE_TZ = True
+INSTALLED_APPS = ["tests"]
+DATABASES = {}
+TASKS = {
+    "default": {"BACKEND": "django_tasks_local.ThreadPoolBackend"},
+    **json.loads(os.environ["SCRIPT_TASKS"]),
+}
+"""
+
+
+def write_script(
+    tmp_path: Path, source: str, tasks: dict[str, Any] | None = None
+) -> tuple[Path, dict[str, str]]:
+    """``source`` as a script in ``tmp_path``, and the environment to run it in:
+    Django on a tiny settings module with these TASKS aliases added."""
+    (tmp_path / "script_settings.py").write_text(SCRIPT_SETTINGS)
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "script_settings",
+        "SCRIPT_TASKS": json.dumps(tasks or {}),
+        # src too: the subprocess runs the code of this tree, installed or not.
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO), str(REPO / "src")]),
+    }
+    return script, env
+
+
+def run_script(
+    tmp_path: Path, source: str, *args: str, tasks: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` (see ``write_script``) with ``args``.
+
+    Within two DEADLINEs: a script that waits one out fails with its own message.
+    """
+    script, env = write_script(tmp_path, source, tasks)
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=2 * DEADLINE,
+    )
+
+
+@contextmanager
+def no_file_descriptors_left() -> Iterator[None]:
+    """In the block, this process can open no file, pipe or socket (EMFILE).
+
+    The soft limit comes down to the highest descriptor open, and the free
+    numbers below it are taken; the files already open stay usable.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+    fillers = []
+    try:
+        while True:
+            try:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        yield
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 # -- aliases -------------------------------------------------------------------

@@ -6,6 +6,7 @@ one about a child that cannot set Django up.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import secrets
@@ -16,7 +17,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,14 @@ from django_tasks_local.exceptions import TaskTimedOut, WorkerCrashed, WorkerErr
 from django_tasks_local.executors.processes import ProcessPool
 from django_tasks_local.runner import Envelope, Outcome, TaskReference, run_task
 from tests import tasks
-from tests.helpers import DEADLINE, postgres_pid, process_exists, wait_until
+from tests.helpers import (
+    DEADLINE,
+    postgres_pid,
+    process_exists,
+    run_script,
+    wait_until,
+    write_script,
+)
 
 pytestmark = pytest.mark.filterwarnings(
     # The test process has threads (other pools' supervisors) when it forks.
@@ -67,9 +75,8 @@ def make_pool(starts: Starts) -> Iterator[Any]:
 
     def make(max_workers: int = 2, **options: Any) -> ProcessPool:
         options.setdefault("mp_context", "fork")
-        pool = ProcessPool(
-            max_workers, initializer=set_up, on_started=starts, **options
-        )
+        options.setdefault("initializer", set_up)
+        pool = ProcessPool(max_workers, on_started=starts, **options)
         pools.append(pool)
         return pool
 
@@ -326,6 +333,80 @@ def test_a_child_that_cannot_start_fails_the_waiting_calls(
     assert pool.submit(pow, 2, 3).result(DEADLINE) == 8
 
 
+def kill_starting_children(
+    pool: ProcessPool, count: int, waiting: list[Future[Any]]
+) -> set[int]:
+    """SIGKILL (as the OOM killer does) each new child of the pool, ``count``
+    times, checking that the ``waiting`` calls still wait; the pids killed."""
+    killed: set[int] = set()
+    for _ in range(count):
+        wait_until(
+            lambda: set(pool.worker_pids) - killed or any(f.done() for f in waiting),
+            message="a new child",
+        )
+        assert not any(future.done() for future in waiting)
+        [pid] = set(pool.worker_pids) - killed
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+    return killed
+
+
+def test_a_child_killed_while_it_starts_is_replaced(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    pool = make_pool(
+        max_workers=1, initializer=tasks.plain_block_until, initargs=(str(release),)
+    )
+    futures = [pool.submit(pow, 2, n) for n in range(3)]
+    # Killed twice in a row: a third child starts, and the calls wait for it.
+    kill_starting_children(pool, 2, futures)
+    release.touch()
+    assert [future.result(DEADLINE) for future in futures] == [1, 2, 4]
+
+
+def test_children_killed_three_times_in_a_row_while_starting_fail_the_waiting_calls(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    never = str(tmp_path / "never")
+    pool = make_pool(
+        max_workers=1, initializer=tasks.plain_block_until, initargs=(never,)
+    )
+    future = pool.submit(pow, 2, 2)
+    kill_starting_children(pool, 3, [future])
+    with pytest.raises(WorkerError, match="killed by signal SIGKILL") as caught:
+        future.result(DEADLINE)
+    assert "(3 starts in a row were killed.)" in str(caught.value)
+
+
+def test_a_child_not_ready_within_start_timeout_is_killed_and_the_calls_fail(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    pool = make_pool(
+        max_workers=1,
+        initializer=tasks.plain_block_until,
+        initargs=(str(release),),
+        start_timeout=0.5,
+    )
+    futures = [pool.submit(pow, 2, n) for n in range(2)]
+    for future in futures:
+        with pytest.raises(WorkerError, match=r"did not start within 0\.5s") as caught:
+            future.result(DEADLINE)
+    assert "was killed. Check what its initializer waits for" in str(caught.value)
+    release.touch()
+    assert pool.submit(pow, 2, 3).result(DEADLINE) == 8
+
+
+@pytest.mark.parametrize(
+    "seconds", [math.inf, 1e300, 10**400], ids=["inf", "1e300", "10**400"]
+)
+def test_timeouts_longer_than_any_wait_work(make_pool: Any, seconds: float) -> None:
+    pool = make_pool(max_workers=1, timeout=seconds, start_timeout=seconds)
+    outcome = pool.submit(run_task, envelope(tasks.add, 2, 3)).result(DEADLINE)
+    assert (outcome.error, outcome.return_value) == (None, 5)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
 def test_a_forked_child_lets_go_of_the_connections_it_inherits() -> None:
@@ -479,3 +560,170 @@ def test_connections_opened_in_the_supervisor_thread_are_closed_as_after_a_reque
             time.sleep(0.05)
     finally:
         pool.shutdown()
+
+
+# -- children the OS refuses ---------------------------------------------------
+
+NO_PIPE_SCRIPT = """
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+import django
+
+
+class FirstError(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.seen = threading.Event()
+
+    def emit(self, record):
+        if record.levelno >= logging.ERROR and not self.seen.is_set():
+            self.text = f"{record.getMessage()} {record.exc_info[1].strerror}"
+            self.seen.set()
+
+
+def main(tmp):
+    from django_tasks_local.executors.processes import ProcessPool
+    from tests import tasks
+    from tests.helpers import DEADLINE, no_file_descriptors_left, wait_until
+
+    error = FirstError()
+    logging.getLogger("django_tasks_local").addHandler(error)
+    # Made now: with no descriptor left, only a rename (no open) can release.
+    for name in ("first.ready", "second.ready"):
+        (tmp / name).touch()
+    pool = ProcessPool(2, mp_context="fork")
+    running = pool.submit(tasks.plain_mark_then_block, str(tmp / "mark"), str(tmp / "first"))
+    wait_until((tmp / "mark").exists)
+    with no_file_descriptors_left():
+        # No descriptor for a second child's pipe: the call waits for the first.
+        waiting = pool.submit(pow, 2, 5)
+        assert error.seen.wait(DEADLINE)
+        print(error.text)
+        os.rename(tmp / "first.ready", tmp / "first")
+        print("running:", running.result(DEADLINE) == pool.worker_pids[0])
+        print("waiting:", waiting.result(DEADLINE))
+    # Two calls at once: the pool starts its second child now.
+    both = [
+        pool.submit(tasks.plain_mark_then_block, str(tmp / f"mark{n}"), str(tmp / "second"))
+        for n in range(2)
+    ]
+    wait_until(lambda: all((tmp / f"mark{n}").exists() for n in range(2)))
+    os.rename(tmp / "second.ready", tmp / "second")
+    print("children:", len({future.result(DEADLINE) for future in both}))
+    pool.shutdown()
+
+
+if __name__ == "__main__":
+    django.setup()
+    main(Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads /proc")
+def test_no_file_descriptor_for_a_new_child_spares_the_running_one(
+    tmp_path: Path,
+) -> None:
+    done = run_script(tmp_path, NO_PIPE_SCRIPT, str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "A worker process could not be started. Too many open files\nrunning: True\nwaiting: 32\nchildren: 2\n"
+    ), done.stderr
+
+
+# -- Ctrl-C --------------------------------------------------------------------
+
+CTRL_C_SCRIPT = """
+import multiprocessing.util
+import signal
+import sys
+import time
+from pathlib import Path
+
+import django
+
+
+def hold(started, release):
+    # A new child waits here, before _child_main: a Ctrl-C now used to kill it.
+    with open(started, "a") as log:
+        log.write("a child starts\\n")
+    deadline = time.monotonic() + 60
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+# Holds a new child where it is unpickled (spawn, forkserver), or right
+# after it is forked.
+class Gate:
+    def __init__(self, started, release):
+        self.paths = (started, release)
+
+    def __reduce__(self):
+        return (hold, self.paths)
+
+    def hold_after_fork(self):
+        # A forked child has its parent's handler: this script's only keeps
+        # the script going, where Python's raises KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        hold(*self.paths)
+
+
+def initialize(gate):
+    pass
+
+
+def main(method, started, release):
+    from django_tasks_local.executors.processes import ProcessPool
+
+    interrupted = []
+    # The parent decides what Ctrl-C does: here, nothing.
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    gate = Gate(started, release)
+    if method == "fork":
+        multiprocessing.util.register_after_fork(gate, Gate.hold_after_fork)
+    pool = ProcessPool(1, mp_context=method, initializer=initialize, initargs=(gate,))
+    print(pool.submit(pow, 2, 10).result(60), interrupted)
+    pool.shutdown()
+
+
+if __name__ == "__main__":
+    django.setup()
+    main(*sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_ctrl_c_while_a_child_starts_does_not_kill_it(
+    tmp_path: Path, method: str
+) -> None:
+    script, env = write_script(tmp_path, CTRL_C_SCRIPT)
+    started, release = tmp_path / "started", tmp_path / "release"
+    # A session of its own: the signal goes to its whole process group, as
+    # Ctrl-C in a terminal does.
+    process = subprocess.Popen(
+        [sys.executable, str(script), method, str(started), str(release)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: started.exists() or process.poll() is not None,
+            message="a child starts",
+        )
+        os.killpg(process.pid, signal.SIGINT)
+        release.touch()
+        out, err = process.communicate(timeout=DEADLINE)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert (process.returncode, out) == (0, "1024 [True]\n"), err
+    # The same child: not killed and replaced.
+    assert started.read_text() == "a child starts\n"

@@ -47,6 +47,7 @@ def test_defaults():
     assert threads.settings["MAX_RESULTS"] == processes.settings["MAX_RESULTS"] == 1000
     assert processes.settings["MP_CONTEXT"] == "spawn"
     assert threads.settings["MAX_WAITING"] is processes.settings["MAX_WAITING"] is None
+    assert processes.settings["WORKER_START_TIMEOUT"] == 60.0
 
 
 @pytest.mark.parametrize("backend_path", [THREADS, PROCESSES])
@@ -88,6 +89,11 @@ def test_an_invalid_count_is_e002_naming_the_option(option, value):
         ("MAX_WAITING", 2.5),
         ("MAX_WAITING", "10"),
         ("MAX_WAITING", True),
+        ("WORKER_START_TIMEOUT", 0),
+        ("WORKER_START_TIMEOUT", -1.5),
+        ("WORKER_START_TIMEOUT", "60"),
+        ("WORKER_START_TIMEOUT", False),
+        ("WORKER_START_TIMEOUT", float("nan")),
     ],
 )
 def test_other_invalid_values_are_e002(option, value):
@@ -96,6 +102,14 @@ def test_other_invalid_values_are_e002(option, value):
     [error] = backend.check()
     assert error.id == "django_tasks_local.E002"
     assert f"['{option}']" in error.msg and repr(value) in error.msg
+
+
+@pytest.mark.parametrize("value", [None, 0.5, 300, float("inf")])
+def test_worker_start_timeout_takes_seconds_or_none(value):
+    backend = backend_with({"WORKER_START_TIMEOUT": value}, PROCESSES)
+
+    assert backend.check() == []
+    assert backend.settings["WORKER_START_TIMEOUT"] == value
 
 
 def test_options_that_are_not_a_dict_are_e002():

@@ -36,6 +36,7 @@ from tests.helpers import (
     http_get,
     postgres_pid,
     read_log,
+    run_script,
     temporary_alias,
     wait_until,
     wait_until_running,
@@ -359,6 +360,145 @@ def test_a_worker_killed_from_outside_fails_its_task_and_the_others_run(
         assert fork2.wait_for_result(result_id, DEADLINE).return_value == n + 1
     release.touch()
     assert fork2.wait_for_result(other_id, DEADLINE).status == SUCCESSFUL
+
+
+NO_NEW_WORKER_SCRIPT = """
+import os
+import signal
+import sys
+from pathlib import Path
+
+import django
+
+
+def main(tmp):
+    from django.tasks import task_backends
+
+    from tests.helpers import DEADLINE, no_file_descriptors_left, wait_until_running
+    from tests.tasks import block_until, square
+
+    backend = task_backends["processes"]
+    running = block_until.using(backend="processes").enqueue(str(tmp / "never"))
+    worker = wait_until_running(backend, running.id).worker_ids[0]
+    # They wait in the backend for the only worker.
+    waiting = [square.using(backend="processes").enqueue(n) for n in (2, 3)]
+    with no_file_descriptors_left():
+        # As the OOM killer does: no worker is left, and none can start.
+        os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
+        for result in (running, *waiting):
+            result = backend.wait_for_result(result.id, DEADLINE)
+            [error] = result.errors
+            print(error.exception_class_path, error.traceback.splitlines()[-1])
+    later = square.using(backend="processes").enqueue(4)
+    print(backend.wait_for_result(later.id, DEADLINE).return_value)
+
+
+if __name__ == "__main__":
+    django.setup()
+    main(Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads /proc")
+def test_when_no_worker_can_start_the_waiting_tasks_fail_and_later_ones_run(
+    tmp_path: Path,
+) -> None:
+    # The second waiting task is handed to the pool when the first fails,
+    # in the pool's own thread: it must not be left READY for ever.
+    options = {"MAX_WORKERS": 1, "MP_CONTEXT": "fork"}
+    backend = {"BACKEND": "django_tasks_local.ProcessPoolBackend", "OPTIONS": options}
+    done = run_script(
+        tmp_path, NO_NEW_WORKER_SCRIPT, str(tmp_path), tasks={"processes": backend}
+    )
+    assert done.returncode == 0, done.stderr
+    cannot_start = (
+        "django_tasks_local.exceptions.WorkerError django_tasks_local.exceptions."
+        "WorkerError: A worker process could not be started: "
+        "OSError(24, 'Too many open files')"
+    )
+    crashed, *refused, later = done.stdout.splitlines()
+    assert crashed.startswith("django_tasks_local.exceptions.WorkerCrashed "), crashed
+    assert "killed by signal SIGKILL" in crashed
+    assert refused == [cannot_start] * 2, done.stderr
+    assert later == "16"
+
+
+# -- workers that do not start ------------------------------------------------
+
+HANGING_SETTINGS = """
+import os
+import time
+from pathlib import Path
+
+from tests.settings import *  # noqa: F403
+
+# A worker's django.setup() imports this module: it says so, with its pid,
+# then hangs until the test lets it go.
+_here = Path(__file__).parent
+(_here / "importing").write_text(str(os.getpid()))
+_deadline = time.monotonic() + 60
+while not (_here / "release").exists() and time.monotonic() < _deadline:
+    time.sleep(0.01)
+"""
+
+
+@pytest.fixture
+def hanging_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Spawned workers hang importing their settings until ``release`` (the
+    path yielded) exists; it is made at the end."""
+    (tmp_path / "hanging_settings.py").write_text(HANGING_SETTINGS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "hanging_settings")
+    release = tmp_path / "release"
+    yield release
+    release.touch()
+
+
+def is_alive(pid: int) -> bool:
+    """Whether the process exists (a zombie not yet reaped counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_worker_that_does_not_start_in_time_is_killed_and_its_task_fails(
+    hanging_settings: Path,
+) -> None:
+    with temporary_alias("processes", MAX_WORKERS=1, WORKER_START_TIMEOUT=1) as alias:
+        backend = task_backends[alias]
+        hung = backend.wait_for_result(enqueue(backend, tasks.add, 1, 1), DEADLINE)
+        assert hung.status == FAILED
+        [error] = hung.errors
+        assert error.exception_class_path == "django_tasks_local.exceptions.WorkerError"
+        assert "did not start within 1s, and was killed" in error.traceback
+        assert not is_alive(int((hanging_settings.parent / "importing").read_text()))
+        # Not broken: once the settings import, a new worker runs the next task.
+        hanging_settings.touch()
+        later = backend.wait_for_result(enqueue(backend, tasks.add, 2, 2), DEADLINE)
+        assert (later.status, later.return_value) == (SUCCESSFUL, 4)
+
+
+def test_close_with_a_worker_hung_starting_drops_its_task_and_the_worker_ends(
+    hanging_settings: Path,
+) -> None:
+    importing = hanging_settings.parent / "importing"
+    with temporary_alias("processes", MAX_WORKERS=1, WORKER_START_TIMEOUT=1) as alias:
+        backend = task_backends[alias]
+        result_id = enqueue(backend, tasks.add, 1, 1)
+        wait_until(importing.exists, message="the worker imports its settings")
+        closing = threading.Thread(target=backend.close, args=(1,))
+        closing.start()
+        closing.join(DEADLINE)
+        assert not closing.is_alive()
+        dropped = backend.wait_for_result(result_id, DEADLINE)
+        assert dropped.status == FAILED
+        [error] = dropped.errors
+        assert error.exception_class_path == "django_tasks_local.exceptions.NotStarted"
+        # Not left behind: killed at its start timeout, though its pool is closed.
+        worker = int(importing.read_text())
+        wait_until(lambda: not is_alive(worker), message="the hung worker ends")
 
 
 # -- timeouts ---------------------------------------------------------------

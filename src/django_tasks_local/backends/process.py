@@ -47,6 +47,18 @@ class ProcessPoolBackend(ExecutorBackend):
             validate=optional_positive_int,
             help="Replace a worker process after it has run this many tasks.",
         ),
+        "WORKER_START_TIMEOUT": Option(
+            # A worker starts in about half a second (django.setup() on a
+            # fresh interpreter); a minute covers a big project starting many
+            # workers at once on a loaded machine, and still ends a hung start.
+            default=60.0,
+            validate=optional_positive_number,
+            help=(
+                "Seconds a worker process may take to start (set Django up) "
+                "before it is killed and the tasks waiting for it fail; None "
+                "for no limit."
+            ),
+        ),
     }
 
     def check_option_combinations(self) -> list[checks.CheckMessage]:
@@ -72,4 +84,5 @@ class ProcessPoolBackend(ExecutorBackend):
             handle_request=worker_process.answer,
             timeout=self.settings["TIMEOUT"],
             max_tasks_per_child=self.settings["MAX_TASKS_PER_CHILD"],
+            start_timeout=self.settings["WORKER_START_TIMEOUT"],
         )

@@ -11,6 +11,18 @@ has its own pipe, so the parent knows which child runs which call:
 * a child that dies fails only the call it had started (``WorkerCrashed``); a
   call it had not started goes to another child, once;
 * a call running past ``timeout`` seconds has its child killed (``TaskTimedOut``);
+* a child not ready ``start_timeout`` seconds after its start is killed, and
+  the calls waiting fail (``WorkerError``);
+* a child that dies before it is ready fails the calls waiting (``WorkerError``
+  with its traceback): another would most likely fail the same way. Unless a
+  signal killed it (the OOM killer) with no set-up error: then another child
+  starts, and only the third such death in a row fails them;
+* a child the OS refuses to start (no process or file descriptor left) harms
+  no other child: the waiting calls wait for a child alive (another start is
+  tried a second later), or fail (``WorkerError``) if there is none, and the
+  next call tries again;
+* a child ignores SIGINT from its start: Ctrl-C reaches the whole process
+  group, and the parent decides what its children do;
 * a child ends as soon as its parent dies, even in the middle of a call (on
   Linux the kernel kills it, even while the call holds the GIL);
 * a child is replaced after ``max_tasks_per_child`` calls;
@@ -31,7 +43,9 @@ as soon as the supervisor reads the end of its last one, before that call's
 future is resolved.
 
 Threads. ``submit`` and ``shutdown`` only touch the waiting calls and the
-flags, under the lock, then wake the supervisor. The supervisor thread alone
+flags, under the lock, then wake the supervisor (``submit`` from a future's
+callback, in the supervisor thread, has it dispatch again before it waits
+instead). The supervisor thread alone
 starts, feeds, reads and reaps the children, so a child's state is never
 shared between threads; and since it reads every pipe, a call's start is
 always handled before its end. It also outlives the children: on Linux the
@@ -80,6 +94,7 @@ import atexit
 import ctypes
 import itertools
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -94,7 +109,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from traceback import format_exception
@@ -114,6 +131,15 @@ _EXIT_REAP_TIME = 5.0
 
 # <sys/prctl.h>: the signal the kernel sends this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
+
+# Children killed by a signal while they start, one after another, before
+# the calls waiting for them fail: a kill from outside (the OOM killer) is
+# none of theirs, but a child that always dies starting must not loop.
+_MAX_FAILED_STARTS = 3
+
+# Seconds between two tries to start a child after the OS refused one while
+# another child lives (the waiting calls are not failed meanwhile).
+_START_RETRY_DELAY = 1.0
 
 
 @dataclass(eq=False)
@@ -136,9 +162,11 @@ class _Child:
     ready: bool = False
     call: _Call | None = None
     calls_done: int = 0
+    # When it must be ready (start_timeout), or its call must end (timeout).
     deadline: float | None = None
     # Told to stop, or killed: it takes no more calls.
     stopping: bool = False
+    # Killed at its deadline.
     timed_out: bool = False
     # The pipe reached its end: only the sentinel is left to wait for.
     eof: bool = False
@@ -166,6 +194,7 @@ class ProcessPool(Executor):
         handle_request: Callable[[Any], Any] | None = None,
         timeout: float | None = None,
         max_tasks_per_child: int | None = None,
+        start_timeout: float | None = None,
     ) -> None:
         """``on_started``: calls report their start (``report_started()`` in the
         child) and the parent hears of it here. Without it, a call counts as
@@ -173,6 +202,10 @@ class ProcessPool(Executor):
 
         ``handle_request(payload)`` answers what a running call asks with
         ``ask_parent(payload)``; what it returns or raises reaches the child.
+
+        ``start_timeout``: seconds a child may take to be ready (its
+        initializer included); past them it is killed and the calls waiting
+        fail. ``None``: no limit.
         """
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers!r}.")
@@ -187,7 +220,8 @@ class ProcessPool(Executor):
         self._initargs = initargs
         self._on_started = on_started
         self._handle_request = handle_request
-        self._timeout = timeout
+        self._timeout = _seconds(timeout)
+        self._start_timeout = _seconds(start_timeout)
         self._max_tasks_per_child = max_tasks_per_child
         # Guards the five attributes below; the supervisor owns everything else.
         self._lock = threading.Lock()
@@ -198,6 +232,14 @@ class ProcessPool(Executor):
         self._terminate = False
         self._broken: str | None = None
         self._children: list[_Child] = []
+        # Children killed by a signal while starting, since one was last ready.
+        self._failed_starts = 0
+        # Set by submit() in the supervisor thread: dispatch before waiting.
+        self._dispatch_again = False
+        # After the OS refused a child while another one lives: no new child
+        # before this time (monotonic), so that a refusal is not retried at
+        # every event. The waiting calls wait for the living child meanwhile.
+        self._next_start: float | None = None
         self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         # A full buffer already means "wake up": never block on it.
         self._wakeup_writer.setblocking(False)
@@ -235,8 +277,12 @@ class ProcessPool(Executor):
         if threading.current_thread() is self._supervisor:
             # Submitted by a future's callback: the supervisor owns the
             # children, so it hands the call to an idle one at once, and the
-            # child runs it while the rest of the callbacks run here.
+            # child runs it while the rest of the callbacks run here. With
+            # none idle, the call may need a new child: the supervisor
+            # dispatches again before it waits (the callback may have run
+            # inside _dispatch, after its last look at the waiting calls).
             self._feed_idle()
+            self._dispatch_again = True
         else:
             self._wake()
         return future
@@ -311,7 +357,10 @@ class ProcessPool(Executor):
     def _supervise(self) -> None:
         try:
             while True:
+                self._dispatch_again = False
                 self._dispatch()
+                if self._dispatch_again:
+                    continue
                 with self._lock:
                     finished = self._shutdown and not self._waiting
                 if finished and not self._children:
@@ -343,9 +392,12 @@ class ProcessPool(Executor):
             waiting, shutdown = len(self._waiting), self._shutdown
         active = [child for child in self._children if not child.stopping]
         starting = sum(1 for child in active if not child.ready)
+        if self._next_start is not None and time.monotonic() >= self._next_start:
+            self._next_start = None
         # Each waiting call beyond those that starting children will take
         # gets a new child, up to max_workers.
-        for _ in range(min(waiting - starting, self._max_workers - len(active))):
+        needed = min(waiting - starting, self._max_workers - len(active))
+        for _ in range(needed if self._next_start is None else 0):
             if not self._spawn():
                 break
         if shutdown and not waiting:
@@ -380,7 +432,12 @@ class ProcessPool(Executor):
         return True
 
     def _spawn(self) -> bool:
-        parent_conn, child_conn = self._context.Pipe()
+        """Start a child; False if the OS refused (no process, no file descriptor)."""
+        try:
+            parent_conn, child_conn = self._context.Pipe()
+        except OSError as exc:
+            self._refused(exc)
+            return False
         # A forked child gets a copy of every pipe end the parent holds; it
         # closes them, so that each child sees its pipe end when the parent dies.
         inherited = []
@@ -394,19 +451,30 @@ class ProcessPool(Executor):
             daemon=True,
         )
         try:
-            with _children_allowed():
+            with _children_allowed(), _sigint_blocked(self._context):
                 process.start()
         except Exception as exc:
             parent_conn.close()
-            logger.exception("A worker process could not be started.")
-            self._fail_waiting(
-                WorkerError(f"A worker process could not be started: {exc!r}")
-            )
+            self._refused(exc)
             return False
         finally:
             child_conn.close()
-        self._children.append(_Child(process, parent_conn))
+        child = _Child(process, parent_conn)
+        if self._start_timeout is not None:
+            child.deadline = time.monotonic() + self._start_timeout
+        self._children.append(child)
         return True
+
+    def _refused(self, exc: Exception) -> None:
+        """A child could not be started: the waiting calls wait for a living
+        child, or fail if there is none (nothing else would ever run them)."""
+        logger.error("A worker process could not be started.", exc_info=exc)
+        if any(not child.stopping for child in self._children):
+            self._next_start = time.monotonic() + _START_RETRY_DELAY
+        else:
+            self._fail_waiting(
+                WorkerError(f"A worker process could not be started: {exc!r}")
+            )
 
     def _stop(self, child: _Child) -> None:
         child.stopping = True
@@ -419,6 +487,8 @@ class ProcessPool(Executor):
         deadlines = [
             child.deadline for child in self._children if child.deadline is not None
         ]
+        if self._next_start is not None:
+            deadlines.append(self._next_start)
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         if timeout is not None:
             # epoll takes at most about 24.8 days: a longer timeout (or an
@@ -456,6 +526,8 @@ class ProcessPool(Executor):
         kind = message[0]
         if kind == "ready":
             child.ready = True
+            child.deadline = None
+            self._failed_starts = 0
         elif kind == "failed":
             child.setup_error = message[1]
         elif kind == "started":
@@ -530,14 +602,10 @@ class ProcessPool(Executor):
         child.conn.close()
         self._children.remove(child)
         call = self._free(child)
-        if not child.ready and not child.stopping:
-            # It died setting up. Another child would most likely fail the
-            # same way, so the calls waiting for it fail rather than loop.
-            reason = f"A worker process (pid {child.process.pid}) could not start: it "
-            reason += _describe_exit(child.process.exitcode) + "."
-            if child.setup_error:
-                reason += "\n" + child.setup_error
-            self._fail_waiting(WorkerError(reason))
+        # Not when it was stopped or killed on purpose (shutdown, terminate),
+        # but when it was killed for not starting in time.
+        if not child.ready and (child.timed_out or not child.stopping):
+            self._failed_start(child)
         if call is None:
             return
         if child.timed_out:
@@ -558,6 +626,34 @@ class ProcessPool(Executor):
                 f"{_describe_exit(child.process.exitcode)}."
             )
         call.future.set_exception(error)
+
+    def _failed_start(self, child: _Child) -> None:
+        """The child died setting up. Another child would most likely fail the
+        same way, so the calls waiting for it fail rather than loop; unless a
+        signal killed it with no set-up error, and not ``_MAX_FAILED_STARTS``
+        times in a row: then another child starts for them."""
+        pid, exitcode = child.process.pid, child.process.exitcode
+        if child.timed_out:
+            reason = (
+                f"A worker process (pid {pid}) did not start within "
+                f"{self._start_timeout}s, and was killed. Check what its "
+                "initializer waits for: an import that hangs (the settings "
+                "module, an app), a lock held when it was forked, a server "
+                "that does not answer."
+            )
+        else:
+            reason = f"A worker process (pid {pid}) could not start: it "
+            reason += _describe_exit(exitcode) + "."
+            if child.setup_error:
+                reason += "\n" + child.setup_error
+            elif exitcode is not None and exitcode < 0:
+                self._failed_starts += 1
+                if self._failed_starts < _MAX_FAILED_STARTS:
+                    logger.warning("%s Starting another one.", reason)
+                    return
+                reason += f" ({self._failed_starts} starts in a row were killed.)"
+        self._failed_starts = 0
+        self._fail_waiting(WorkerError(reason))
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()
@@ -653,6 +749,41 @@ def _children_allowed() -> Iterator[None]:
     finally:
         if daemon is not None:
             config["daemon"] = daemon
+
+
+@contextmanager
+def _sigint_blocked(context: BaseContext) -> Iterator[None]:
+    """Start a child with SIGINT blocked: it inherits the mask (through fork,
+    exec, and a fork server started here) until ``_child_main`` ignores SIGINT.
+
+    Ctrl-C in a terminal reaches the whole process group, and a child still
+    starting must not die of it: the parent decides what its workers do.
+    Blocking it in this thread costs the parent nothing, since Python runs
+    signal handlers in the main thread only. The resource tracker unblocks
+    SIGINT in the thread that starts it, so it is started first. A fork
+    server started here passes the mask on to every child it forks, for
+    other pools too (it ignores SIGINT itself); the children of one started
+    elsewhere have its mask, and can die of a Ctrl-C before they ignore it.
+    """
+    if sys.platform == "win32":  # no pthread_sigmask, no process group's SIGINT
+        yield
+        return
+    if context.get_start_method() != "fork":
+        resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _seconds(value: int | float | None) -> float | None:
+    """``value``, or ``inf`` for a whole number too large for a float (which
+    time.monotonic() could not be added to); either is waited out in turns
+    of ``_LONGEST_WAIT``."""
+    if isinstance(value, int) and value > sys.float_info.max:
+        return math.inf
+    return value
 
 
 def _claim(call: _Call) -> bool:
@@ -801,6 +932,10 @@ def _child_main(
     # Ctrl-C in a terminal reaches the whole process group: let the parent
     # decide what happens to its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform != "win32":
+        # Blocked since the parent started this child (_sigint_blocked): a
+        # Ctrl-C pending since then was dropped as SIGINT became ignored.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _exit_with_parent()
     for other in inherited:
         other.close()
