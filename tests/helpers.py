@@ -179,6 +179,55 @@ def run_script(
     )
 
 
+HANGING_SETTINGS = """
+import os
+import time
+from pathlib import Path
+
+from tests.settings import *  # noqa: F403
+
+# A worker's django.setup() imports this module: it says so, with its pid,
+# then hangs until the test lets it go.
+_here = Path(__file__).parent
+(_here / "importing").write_text(str(os.getpid()))
+_deadline = time.monotonic() + 60
+while not (_here / "release").exists() and time.monotonic() < _deadline:
+    time.sleep(0.01)
+"""
+
+
+def hang_worker_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Worker processes started afresh from now on hang importing their
+    settings until the returned path exists; each first writes its pid to
+    ``tmp_path / "importing"``."""
+    (tmp_path / "hanging_settings.py").write_text(HANGING_SETTINGS)
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get sys.path
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "hanging_settings")
+    return tmp_path / "release"
+
+
+def run_code(
+    source: str,
+    *args: str,
+    settings_module: str | None = "tests.settings",
+    timeout: float = DEADLINE,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c source args`` in the repository, on ``settings_module``
+    (None: no settings module at all)."""
+    env = {**os.environ}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    if settings_module is not None:
+        env["DJANGO_SETTINGS_MODULE"] = settings_module
+    return subprocess.run(
+        [sys.executable, "-c", source, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @contextmanager
 def no_file_descriptors_left() -> Iterator[None]:
     """In the block, this process can open no file, pipe or socket (EMFILE).

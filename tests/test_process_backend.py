@@ -33,9 +33,11 @@ from tests import tasks
 from tests.helpers import (
     DEADLINE,
     free_port,
+    hang_worker_start,
     http_get,
     postgres_pid,
     read_log,
+    run_code,
     run_script,
     temporary_alias,
     wait_until,
@@ -189,16 +191,7 @@ CONFIGURED_IN_CODE = textwrap.dedent(
 def test_settings_configured_in_code_reach_no_fresh_worker_and_the_error_says_so(
     start_method: str,
 ) -> None:
-    env = {**os.environ}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    done = subprocess.run(
-        [sys.executable, "-c", CONFIGURED_IN_CODE, start_method],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
+    done = run_code(CONFIGURED_IN_CODE, start_method, settings_module=None)
     assert done.returncode == 0, done.stderr
     status, *report = done.stdout.strip().splitlines()
     if start_method == "fork":  # a copy of the configured settings: the fix
@@ -425,31 +418,12 @@ def test_when_no_worker_can_start_the_waiting_tasks_fail_and_later_ones_run(
 
 # -- workers that do not start ------------------------------------------------
 
-HANGING_SETTINGS = """
-import os
-import time
-from pathlib import Path
-
-from tests.settings import *  # noqa: F403
-
-# A worker's django.setup() imports this module: it says so, with its pid,
-# then hangs until the test lets it go.
-_here = Path(__file__).parent
-(_here / "importing").write_text(str(os.getpid()))
-_deadline = time.monotonic() + 60
-while not (_here / "release").exists() and time.monotonic() < _deadline:
-    time.sleep(0.01)
-"""
-
 
 @pytest.fixture
 def hanging_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Spawned workers hang importing their settings until ``release`` (the
     path yielded) exists; it is made at the end."""
-    (tmp_path / "hanging_settings.py").write_text(HANGING_SETTINGS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "hanging_settings")
-    release = tmp_path / "release"
+    release = hang_worker_start(tmp_path, monkeypatch)
     yield release
     release.touch()
 
@@ -667,15 +641,7 @@ FORKED_WEB_PROCESS = textwrap.dedent(
 
 
 def test_a_backend_made_before_a_fork_works_in_the_forked_process() -> None:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    done = subprocess.run(
-        [sys.executable, "-c", FORKED_WEB_PROCESS],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE * 2,
-    )
+    done = run_code(FORKED_WEB_PROCESS, timeout=DEADLINE * 2)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ok", "0"], done.stderr
 
@@ -710,19 +676,10 @@ FORKED_COPY_EXITS = textwrap.dedent(
 
 
 def test_a_forked_copy_that_exits_leaves_the_workers_alone(tmp_path: Path) -> None:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            FORKED_COPY_EXITS,
-            str(tmp_path / "started"),
-            str(tmp_path / "release"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    done = run_code(
+        FORKED_COPY_EXITS,
+        str(tmp_path / "started"),
+        str(tmp_path / "release"),
         timeout=DEADLINE * 2,
     )
     assert done.returncode == 0, done.stderr

@@ -12,13 +12,9 @@ the interpreter exits.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from contextvars import ContextVar
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -27,10 +23,14 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils.module_loading import import_string
 
 from django_tasks_local import ProcessPoolBackend, ThreadPoolBackend, current_result_id
-from tests.helpers import DEADLINE, temporary_alias, wait_until, wait_until_running
+from tests.helpers import (
+    DEADLINE,
+    run_code,
+    temporary_alias,
+    wait_until,
+    wait_until_running,
+)
 from tests.tasks import add, answer, block_until, echo, own_result_id, pid
-
-REPO = Path(__file__).resolve().parent.parent
 
 READY = TaskResultStatus.READY
 RUNNING = TaskResultStatus.RUNNING
@@ -274,19 +274,7 @@ atexit.register(enqueue_after_the_backends_closed)
 
 
 def test_once_the_interpreter_exits_closing_is_final(alias):
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": str(REPO),
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", EXIT_SCRIPT, alias],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
+    done = run_code(EXIT_SCRIPT, alias)
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["same BackendClosed", "other BackendClosed"]

@@ -21,6 +21,7 @@ from tests import tasks
 from tests.helpers import (
     DEADLINE,
     free_port,
+    hang_worker_start,
     http_get,
     temporary_alias,
     wait_until,
@@ -261,20 +262,6 @@ def test_close_drops_waiting_tasks_with_one_warning_and_lets_the_running_one_fin
             )
 
 
-SLOW_START_SETTINGS = """
-import os
-import time
-from pathlib import Path
-
-from tests.settings import *  # noqa: F403
-
-# A worker process sets Django up from this module: it waits at the gate.
-gate = Path(os.environ["WORKER_START_GATE"])
-while not gate.exists():
-    time.sleep(0.02)
-"""
-
-
 def pool_threads():
     return sum(t.name == "django-tasks-local-pool" for t in threading.enumerate())
 
@@ -282,11 +269,7 @@ def pool_threads():
 def test_close_right_away_drops_the_tasks_of_workers_still_starting(
     caplog, tmp_path, monkeypatch
 ):
-    (tmp_path / "slow_start_settings.py").write_text(SLOW_START_SETTINGS)
-    gate = tmp_path / "gate"
-    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get sys.path
-    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "slow_start_settings")
-    monkeypatch.setenv("WORKER_START_GATE", str(gate))
+    gate = hang_worker_start(tmp_path, monkeypatch)
     pools_before = pool_threads()
     ran = tmp_path / "ran"
     with temporary_alias("processes", MP_CONTEXT="spawn", MAX_WORKERS=2) as own:

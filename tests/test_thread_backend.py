@@ -3,10 +3,8 @@ PostgreSQL sees them, and an OS that refuses to start a thread."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,7 +12,7 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 from django.tasks import task_backends
 
-from tests.helpers import DEADLINE, temporary_alias, wait_until
+from tests.helpers import DEADLINE, run_code, temporary_alias, wait_until
 from tests.tasks import postgres_backend_pid
 
 # -- against PostgreSQL: what the server sees --------------------------------
@@ -173,16 +171,7 @@ print(later.status, (folder / "refused").exists(), (folder / "later").exists())
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS as Linux applies it")
 def test_a_task_whose_worker_thread_cannot_start_fails_and_never_runs(tmp_path):
-    script = tmp_path / "no_thread.py"
-    script.write_text(NO_THREAD_SCRIPT)
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)],
-        env={"PYTHONPATH": f"{root}:{root / 'src'}", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
+    done = run_code(NO_THREAD_SCRIPT, str(tmp_path), settings_module=None)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "FAILED RuntimeError: can't start new thread",
