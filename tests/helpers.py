@@ -405,7 +405,28 @@ CUSTOM_ALIASES = {
         "BACKEND": f"{__name__}.StdlibProcessPoolBackend",
         "OPTIONS": {"MAX_WORKERS": 2},
     },
+    # A user's executor (one call per task, in other processes) on the
+    # database store.
+    "custom_processes-sqlite": {
+        "BACKEND": f"{__name__}.StdlibProcessPoolBackend",
+        "OPTIONS": {"MAX_WORKERS": 2, "STORE": "database", "DATABASE": "store_sqlite"},
+    },
 }
+
+#: The backend aliases of tests/settings.py on the database store, by the
+#: alias of the same backend on the memory store.
+DATABASE_STORE_ALIASES = {
+    "threads-sqlite": "threads",
+    "processes-sqlite": "processes",
+    "threads-postgres": "threads",
+    "processes-postgres": "processes",
+    "custom_processes-sqlite": "custom_processes",
+}
+
+
+def backend_kind(alias: str) -> str:
+    """The alias of the same backend on the memory store."""
+    return DATABASE_STORE_ALIASES.get(alias, alias)
 
 
 class _UnstoppablePool(ThreadPool):

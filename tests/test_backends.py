@@ -23,8 +23,10 @@ from django.utils import timezone
 
 from django_tasks_local import ExecutorBackend
 from tests import tasks
+from tests.conftest import BACKEND_ALIASES
 from tests.helpers import (
     CUSTOM_ALIASES,
+    backend_kind,
     DEADLINE,
     SignalLog,
     run_and_wait,
@@ -43,7 +45,7 @@ LIVE_START = {"threads", "processes", "custom_threads"}
 IN_PROCESS = {"threads", "custom_threads"}
 
 
-@pytest.fixture(params=["threads", "processes", *CUSTOM_ALIASES])
+@pytest.fixture(params=[*BACKEND_ALIASES, *CUSTOM_ALIASES])
 def alias(request: pytest.FixtureRequest):
     """Overrides conftest's: the contract holds for the custom backends too."""
     with override_settings(TASKS={**settings.TASKS, **CUSTOM_ALIASES}):
@@ -97,7 +99,7 @@ def test_started_at_is_when_the_body_started(alias, signals, tmp_path: Path):
     # An alias of its own: no other test's task may hold one of its workers.
     with temporary_alias(alias) as own:
         check_start_times(
-            task_backends[own], alias, alias in LIVE_START, signals, tmp_path
+            task_backends[own], alias, backend_kind(alias) in LIVE_START, signals, tmp_path
         )
 
 
@@ -127,7 +129,7 @@ def check_start_times(backend, kind, live_start, signals, tmp_path):
             assert result.finished_at is None
             assert result.attempts == 1
             expected = [("enqueued", READY), ("started", RUNNING)]
-            if kind in IN_PROCESS:
+            if backend_kind(kind) in IN_PROCESS:
                 # Sent in the worker's thread, before the body started.
                 assert signals.sent(result.id) == expected
             else:
@@ -475,7 +477,7 @@ def test_timestamps_are_aware_with_use_tz(backend):
 
 @override_settings(USE_TZ=False)
 def test_timestamps_are_naive_without_use_tz(backend):
-    if backend.alias not in IN_PROCESS:
+    if backend_kind(backend.alias) not in IN_PROCESS:
         pytest.skip("override_settings does not reach a worker process")
     result = run_and_wait(backend, tasks.noop)
 

@@ -45,3 +45,13 @@ class InvalidTaskArguments(TypeError, ValueError):
     A TypeError, as Django's own JSON check raises, and a ValueError, as
     django-tasks-local 2.0 documents: either ``except`` catches it.
     """
+
+
+class ProcessLost(Exception):
+    """Recorded on a task whose process stopped renewing its lease while the task
+    was running (or handed to a worker): it is never run again on its own."""
+
+
+class NotOwned(RuntimeError):
+    """This process no longer owns the task in the database store (it was taken
+    over while this process could not renew its lease): it must not run it."""

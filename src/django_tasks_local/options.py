@@ -6,10 +6,13 @@ to use and the problems found, as Django system check messages with stable ids:
 * ``django_tasks_local.E001``: an option the backend does not know.
 * ``django_tasks_local.E002``: an option with an invalid value.
 * ``django_tasks_local.E003``: options that cannot be combined.
+
+The database store's own checks (E004 to E008) are in ``store_checks``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +46,22 @@ def optional_positive_number(value: Any) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         return f"must be a number of seconds above 0, or None, not {value!r}"
+    return None
+
+
+def finite_positive_number(value: Any) -> str | None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < math.inf
+    ):
+        return f"must be a finite number of seconds above 0, not {value!r}"
+    return None
+
+
+def string(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a str, not {value!r}"
     return None
 
 

@@ -1,14 +1,21 @@
-"""The in-memory result store.
+"""The result store interface, and the memory store that is its default.
 
-A plain data structure: the runtime that owns it holds its lock around every
-call, and hands callers copies, never a stored result.
+A store has two sides. Its table (``add``, ``get``, ``finished``,
+``discard``) is a plain data structure: the results this process owns,
+which the runtime holds its lock around and changes in place, handing
+callers copies. Its ``save_*`` side records each step of a task's life
+where other processes can see it: the runtime calls it outside its lock,
+and the memory store has nothing to do there. ``database_store`` is the
+other store.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar
 
 from django.tasks import TaskResult
 from django.tasks.exceptions import TaskResultDoesNotExist
@@ -28,12 +35,26 @@ def _missing(result_id: str) -> str:
     )
 
 
+#: What a shared store hands the runtime it takes tasks over for: the READY
+#: results it now owns, and the results it failed because their process was lost.
+Adopt = Callable[[list["TaskResult[..., Any]"], list["TaskResult[..., Any]"]], None]
+
+
 class ResultStore:
     """Results by id; finished ones beyond ``max_results`` are evicted oldest first.
 
     READY and RUNNING results are never evicted: they leave only by finishing
-    (and then ageing out) or by ``discard``.
+    (and then ageing out) or by ``discard``. This is the memory store: its
+    results live and die with the process, so its ``save_*`` methods do
+    nothing.
     """
+
+    #: Whether other processes read (and may take over) these results: then
+    #: a result not in the table may still be in the store (``load``), and
+    #: unstarted tasks outlive a shutdown.
+    shared: ClassVar[bool] = False
+    #: The database whose transaction an enqueue's row is written in, if any.
+    database: str | None = None
 
     def __init__(self, max_results: int) -> None:
         self.max_results = max_results
@@ -74,3 +95,41 @@ class ResultStore:
         self._finished.append(result_id)
         while len(self._finished) > self.max_results:
             del self._results[self._finished.popleft()]
+
+    # -- where other processes see results (outside the runtime's lock) --
+
+    def open(self, adopt: Adopt) -> None:
+        """Start taking part: for a shared store, hold a lease and take over lost tasks."""
+
+    def close(self) -> None:
+        """Stop taking part: this process's unfinished tasks go to others."""
+
+    def save_enqueued(self, result: TaskResult[..., Any], *, held: bool) -> None:
+        """Record a READY result (``held``: its transaction is still open elsewhere)."""
+
+    def save_committed(self, result_id: str) -> None:
+        """The held enqueue's transaction committed: the task may run."""
+
+    def save_dispatched(self, result_id: str) -> None:
+        """The task goes to a worker that reports its start late, if ever.
+
+        Raises NotOwned if this process may not run it.
+        """
+
+    def save_started(
+        self, result_id: str, worker_ids: list[str], started_at: datetime
+    ) -> None:
+        """The task body starts now (raises NotOwned if this process may not run it)."""
+
+    def save_finished(self, result: TaskResult[..., Any]) -> None:
+        """Record a final result."""
+
+    def save_given_up(self, result_ids: list[str]) -> None:
+        """These tasks never started here: left READY for another process."""
+
+    def save_rolled_back(self, result_id: str) -> None:
+        """The enqueue was rolled back: no trace of it may remain."""
+
+    def load(self, result_id: str) -> TaskResult[..., Any]:
+        """A result this process does not hold, from where others record it."""
+        raise TaskResultDoesNotExist(_missing(result_id))

@@ -243,7 +243,12 @@ def run_task(envelope: Envelope) -> Outcome:
     started_at = timezone.now()
     report = envelope.report_started or _process_start_reporter
     if report is not None:
-        report(envelope.result_id, worker_id, started_at)
+        try:
+            report(envelope.result_id, worker_id, started_at)
+        except Exception as exc:
+            # Its start could not be recorded (a durable store that refused
+            # it, or could not be reached): the body does not run.
+            return failed_outcome(exc)
     return run_started_task(envelope, worker_id, started_at)
 
 

@@ -60,7 +60,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 
-from .exceptions import BackendClosed, NotStarted, WaitingLineFull
+from .exceptions import BackendClosed, NotOwned, NotStarted, WaitingLineFull
 from .result_ids import new_result_id
 from .result_store import ResultStore
 from .results import ready_result, snapshot
@@ -79,6 +79,11 @@ from .waiting_line import WaitingLine
 logger = logging.getLogger("django_tasks_local")
 
 _NOT_STARTED = "The task backend closed before it started."
+
+# Waiting for a result that another process runs: the store is read after
+# this many seconds, then half as long again each time, up to the maximum.
+POLL_FIRST_DELAY = 0.005
+POLL_MAX_DELAY = 0.5
 
 
 class Execution(enum.Enum):
@@ -127,6 +132,8 @@ class RuntimeConfig:
     enqueue_on_commit: str | None
     # Seconds running tasks get to finish at close() and at exit.
     shutdown_timeout: float = 5.0
+    # Makes the result store; None: the memory store.
+    create_store: Callable[[], ResultStore] | None = None
 
 
 def open_transaction(using: str | None) -> Any:
@@ -148,14 +155,16 @@ class _CommitHook:
     ``Runtime._defer_to_commit`` forgets the result.
     """
 
-    __slots__ = ("__weakref__", "envelope", "runtime")
+    __slots__ = ("__weakref__", "envelope", "held", "runtime")
 
-    def __init__(self, runtime: Runtime, envelope: Envelope) -> None:
+    def __init__(self, runtime: Runtime, envelope: Envelope, held: bool) -> None:
         self.runtime = runtime
         self.envelope = envelope
+        # Its row was written outside the transaction, held until it commits.
+        self.held = held
 
     def __call__(self) -> None:
-        self.runtime._release_committed(self.envelope)
+        self.runtime._release_committed(self.envelope, self.held)
 
 
 class Runtime:
@@ -167,7 +176,11 @@ class Runtime:
         # An RLock: a rollback can finalize a _CommitHook (and so re-enter)
         # wherever the garbage collector happens to run.
         self._lock = threading.RLock()
-        self._store = ResultStore(config.max_results)
+        self._store = (
+            ResultStore(config.max_results)
+            if config.create_store is None
+            else config.create_store()
+        )
         self._line: WaitingLine[Envelope] = WaitingLine()
         self._executor: Executor | None = None
         # Handed to the executor and not finished: each holds a worker.
@@ -210,6 +223,10 @@ class Runtime:
         ``result_id`` is for an enqueue forwarded from a worker process, which
         chose the id.
         """
+        store = self._store
+        if store.shared:
+            # Once per process: the lease that the task's row names as its owner.
+            store.open(self._adopt)
         result = ready_result(
             task,
             result_id or new_result_id(),
@@ -235,23 +252,59 @@ class Runtime:
                     f"for a worker (MAX_WAITING): {task.module_path!r} was not "
                     "enqueued. Try again once some have started."
                 )
-            self._store.add(result)
+            store.add(result)
+        connection = open_transaction(self.config.enqueue_on_commit)
+        held = False
+        if store.database is not None:
+            # The row is written in the store database's open transaction, if
+            # any, and the task waits for that one to commit: no worker can
+            # see its row before. Otherwise a transaction open elsewhere holds
+            # the row until it commits.
+            store_connection = open_transaction(store.database)
+            held = connection is not None and store_connection is None
+            connection = store_connection or connection
+            try:
+                store.save_enqueued(result, held=held)
+            except BaseException:
+                with self._lock:
+                    store.discard(result.id)
+                raise
         try:
             # Sent before the task can start, so task_enqueued always comes first.
             self._send(task_enqueued, copy)
         finally:
             # Even when Ctrl-C interrupts a receiver: the stored task must
             # go on, or it would stay READY for ever.
-            connection = open_transaction(self.config.enqueue_on_commit)
             if connection is not None:
-                self._defer_to_commit(envelope, connection)
+                self._defer_to_commit(envelope, connection, held)
             else:
                 self._release(envelope)
         return copy
 
     def get_result(self, result_id: str) -> TaskResult[..., Any]:
+        copy = self.get_held(result_id)
+        return copy if copy is not None else self._store.load(result_id)
+
+    def get_held(self, result_id: str) -> TaskResult[..., Any] | None:
+        """A copy of the result if this process holds it, else None."""
         with self._lock:
-            return snapshot(self._get_locked(result_id))
+            _check_id(result_id)
+            if result_id in self._store:
+                return snapshot(self._store.get(result_id))
+        return None
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes hold results of this alias too (the database store)."""
+        return self._store.shared
+
+    def load(self, result_id: str) -> TaskResult[..., Any]:
+        """A result as the store records it, wherever it runs."""
+        return self._store.load(result_id)
+
+    def open_store(self) -> None:
+        """Take part now, before any enqueue: hold a lease, take lost tasks over."""
+        self._store.open(self._adopt)
 
     def watch(self, result_id: str, callback: Settled) -> bool:
         """Call ``callback(copy)`` once the result settles (finished, its signals sent).
@@ -282,8 +335,15 @@ class Runtime:
     def wait_for_result(
         self, result_id: str, timeout: float | None
     ) -> TaskResult[..., Any]:
+        start = time.monotonic()
         settled = _Settling()
-        if not self.watch(result_id, settled):
+        try:
+            watching = self.watch(result_id, settled)
+        except TaskResultDoesNotExist:
+            if not self._store.shared:
+                raise
+            return self._poll(result_id, timeout, start)
+        if not watching:
             return self.get_result(result_id)
         try:
             if not settled.event.wait(_wait_time(timeout)):
@@ -295,10 +355,33 @@ class Runtime:
         finally:
             self.unwatch(result_id, settled)
         if settled.result is None:
+            if self._store.shared:
+                # Given up or taken over: another process records its end.
+                return self._poll(result_id, timeout, start)
             raise TaskResultDoesNotExist(
                 f"{result_id}: its enqueue was rolled back while it was awaited."
             )
         return settled.result
+
+    def _poll(
+        self, result_id: str, timeout: float | None, start: float
+    ) -> TaskResult[..., Any]:
+        """Wait for a result that another process runs, by reading the store."""
+        delay = POLL_FIRST_DELAY
+        while True:
+            result = self._store.load(result_id)
+            if result.is_finished:
+                return result
+            remaining = (
+                None if timeout is None else timeout - (time.monotonic() - start)
+            )
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(
+                    f"Task result {result_id} did not finish within {timeout}s "
+                    f"(it is {result.status})."
+                )
+            time.sleep(delay if remaining is None else min(delay, remaining))
+            delay = min(delay * 1.5, POLL_MAX_DELAY)
 
     def wait_until_idle(self, timeout: float | None) -> None:
         idle = threading.Event()
@@ -360,10 +443,12 @@ class Runtime:
         }
         if dropped or cancelled:
             logger.warning(
-                "Task backend %r closed with %d tasks that never started; they "
-                "were dropped.",
+                "Task backend %r closed with %d tasks that never started; %s",
                 self.config.alias,
                 len(dropped) + len(cancelled),
+                "they are left READY for another process."
+                if self._store.shared
+                else "they were dropped.",
             )
             self._drop(dropped)
         running = [result_id for result_id in running if result_id not in cancelled]
@@ -391,6 +476,8 @@ class Runtime:
             # no cancel_futures, and none is needed, since the runtime hands
             # an executor only what a free worker starts at once.
             executor.shutdown(wait=False)
+        # The lease goes last: what still runs is recovered as lost.
+        self._store.close()
 
     # -- the worker's side -------------------------------------------------
 
@@ -402,6 +489,12 @@ class Runtime:
         task_started is sent at once, in that thread: its receivers run
         before the body, as under ImmediateBackend.
         """
+        if self._store.shared:
+            # Recorded before the body runs, and refused (NotOwned) if the
+            # task was taken over: a task never runs twice.
+            with self._lock:
+                worker_ids = [*self._store.get(result_id).worker_ids, worker_id]
+            self._store.save_started(result_id, worker_ids, started_at)
         copy = self._apply_start(result_id, worker_id, started_at)
         if copy is not None:
             self._send(task_started, copy)
@@ -413,7 +506,15 @@ class Runtime:
         that happened elsewhere: task_started goes to the signal thread."""
         copy = self._apply_start(result_id, worker_id, started_at)
         if copy is not None:
-            self._send_later(partial(self._send, task_started, copy))
+            self._send_later(partial(self._send_relayed_start, copy))
+
+    def _send_relayed_start(self, copy: TaskResult[..., Any]) -> None:
+        if self._store.shared:
+            try:
+                self._store.save_started(copy.id, copy.worker_ids, copy.started_at)  # type: ignore[arg-type]
+            except Exception:
+                logger.exception("Could not record the start of task %s.", copy.id)
+        self._send(task_started, copy)
 
     def _apply_start(
         self, result_id: str, worker_id: str, started_at: datetime
@@ -456,7 +557,8 @@ class Runtime:
         try:
             outcome = future.result()
         except CancelledError:  # by _stop, before any worker took it
-            outcome = failed_outcome(NotStarted(_NOT_STARTED))
+            self._drop([envelope])
+            return
         except BaseException as exc:  # the executor failed the call, not the task
             outcome = failed_outcome(exc)
         # None: a worker loop, which finished its tasks itself. A worker loop
@@ -467,7 +569,7 @@ class Runtime:
 
     def _finish(
         self, envelope: Envelope, outcome: Outcome, worker_id: str | None = None
-    ) -> tuple[list[Envelope], tuple[Envelope, datetime] | None]:
+    ) -> tuple[list[Envelope], tuple[Envelope, datetime | None] | None]:
         """The one finish path: the final transition, task_finished, the waiters woken.
 
         With ``worker_id``, a worker in this process that goes on working:
@@ -485,6 +587,12 @@ class Runtime:
             result = self._store.get(result_id)
             if result.is_finished:
                 return [], None
+            if isinstance(outcome.exception, NotOwned):
+                # Taken over by another process, which records its end.
+                self._store.discard(result_id)
+                self._running.discard(result_id)
+                self._settle_locked(result_id, None)
+                return self._take_startable_locked(), None
             started = self._record_outcome_locked(result, outcome)
             if worker_id is None:
                 self._running.discard(result_id)
@@ -520,6 +628,12 @@ class Runtime:
         started: TaskResult[..., Any] | None,
         outcome: Outcome,
     ) -> None:
+        if self._store.shared:
+            # Before task_finished: its receivers read the end from anywhere.
+            try:
+                self._store.save_finished(result)
+            except Exception:
+                logger.exception("Could not record the end of task %s.", result.id)
         if started is not None:
             self._send(task_started, started)
         self._send_finished(result, outcome)
@@ -621,7 +735,7 @@ class Runtime:
 
     def _settle(
         self, result: TaskResult[..., Any], worker_id: str | None
-    ) -> tuple[list[Envelope], tuple[Envelope, datetime] | None]:
+    ) -> tuple[list[Envelope], tuple[Envelope, datetime | None] | None]:
         """Wake the result's waiters, free its worker, take what can start now."""
         with self._lock:
             self._finishing.discard(result.id)
@@ -630,6 +744,9 @@ class Runtime:
             batch = self._take_startable_locked()
             if worker_id is None or not batch:
                 return batch, None
+            if self._store.shared:
+                # Its start is recorded in the store, outside the lock.
+                return batch[1:], (batch[0], None)
             taken, started_at = batch.pop(0), timezone.now()
             result = self._store.get(taken.result_id)
             self._start_locked(result, worker_id, started_at)
@@ -638,7 +755,20 @@ class Runtime:
         return batch, (taken, started_at)
 
     def _drop(self, envelopes: list[Envelope]) -> None:
-        """Fail tasks that no worker started, because the backend closed."""
+        """Tasks that no worker started, because the backend closed: failed,
+        or, in a shared store, left READY for another process."""
+        if self._store.shared:
+            result_ids = [envelope.result_id for envelope in envelopes]
+            with self._lock:
+                for result_id in result_ids:
+                    self._store.discard(result_id)
+                    self._running.discard(result_id)
+                    self._settle_locked(result_id, None)
+            try:
+                self._store.save_given_up(result_ids)
+            except Exception:
+                logger.exception("Could not give up %d tasks.", len(result_ids))
+            return
         for envelope in envelopes:
             outcome = failed_outcome(NotStarted(_NOT_STARTED))
             self._submit(self._finish(envelope, outcome)[0])
@@ -702,6 +832,13 @@ class Runtime:
             envelope = pending.pop(0)
             executor = None
             try:
+                if self._store.shared and (
+                    self.config.execution is Execution.CALL_PER_TASK
+                ):
+                    # The worker may report its start late, or never (another
+                    # process): recorded now, so that a lost process's task
+                    # is never run again.
+                    self._store.save_dispatched(envelope.result_id)
                 executor = self._current_executor()
                 future: Future[Any]
                 if self.config.execution is Execution.WORKER_LOOP:
@@ -718,6 +855,8 @@ class Runtime:
                 with self._lock:
                     if executor is not None and self._executor is executor:
                         self._executor = None
+                if isinstance(exc, NotOwned):
+                    logger.warning("%s", exc)
                 pending += self._finish(envelope, failed_outcome(exc))[0]
 
     def _current_executor(self) -> Executor:
@@ -771,16 +910,20 @@ class Runtime:
 
     # -- on-commit hand-off ------------------------------------------------
 
-    def _defer_to_commit(self, envelope: Envelope, connection: Any) -> None:
-        hook = _CommitHook(self, envelope)
+    def _defer_to_commit(
+        self, envelope: Envelope, connection: Any, held: bool
+    ) -> None:
+        hook = _CommitHook(self, envelope, held)
         with self._lock:
             self._uncommitted.add(envelope.result_id)
         weakref.finalize(hook, self._forget_uncommitted, envelope.result_id)
         connection.on_commit(hook)
 
-    def _release_committed(self, envelope: Envelope) -> None:
+    def _release_committed(self, envelope: Envelope, held: bool) -> None:
         with self._lock:
             self._uncommitted.discard(envelope.result_id)
+        if held:
+            self._store.save_committed(envelope.result_id)
         self._release(envelope)
 
     def _forget_uncommitted(self, result_id: str) -> None:
@@ -790,16 +933,30 @@ class Runtime:
                 self._uncommitted.discard(result_id)
                 self._store.discard(result_id)
                 self._settle_locked(result_id, None)
+                if self._store.shared:
+                    # A row held outside the transaction goes too. Not here: a
+                    # finalizer runs in whatever thread the collector does.
+                    self._send_later(partial(self._store.save_rolled_back, result_id))
 
     # -- helpers -----------------------------------------------------------
 
     def _get_locked(self, result_id: str) -> TaskResult[..., Any]:
-        if not isinstance(result_id, str):
-            raise TaskResultDoesNotExist(
-                f"{result_id!r} is not a task result id: ids are str, not "
-                f"{type(result_id).__name__}."
-            )
+        _check_id(result_id)
         return self._store.get(result_id)
+
+    def _adopt(
+        self, ready: list[TaskResult[..., Any]], lost: list[TaskResult[..., Any]]
+    ) -> None:
+        """The store took over a lost process's tasks: run the READY ones here;
+        announce the end of those that may have started there."""
+        for result in lost:
+            self._send_later(partial(self._send, task_finished, result))
+        for result in ready:
+            with self._lock:
+                if result.id in self._store:
+                    continue
+                self._store.add(result)
+            self._release(self.config.serializer.envelope(result, self.mark_started))
 
     def _start_locked(
         self, result: TaskResult[..., Any], worker_id: str, started_at: datetime
@@ -833,6 +990,14 @@ class Runtime:
                 type(exc).__name__,
                 result.id,
             )
+
+
+def _check_id(result_id: object) -> None:
+    if not isinstance(result_id, str):
+        raise TaskResultDoesNotExist(
+            f"{result_id!r} is not a task result id: ids are str, not "
+            f"{type(result_id).__name__}."
+        )
 
 
 def _wait_time(seconds: float | None) -> float | None:

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any, ClassVar, ParamSpec, TypeVar, cast
 
+from asgiref.sync import sync_to_async
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS
-from django.tasks import Task, TaskResult
+from django.tasks import Task, TaskResult, task_backends
 from django.tasks.backends.base import BaseTaskBackend
 
 from ..options import (
     Option,
     boolean_or_database,
+    finite_positive_number,
     non_negative_number,
+    one_of,
     optional_positive_int,
     parse_options,
     positive_int,
+    string,
 )
+from ..result_store import ResultStore
 from ..runtime import Execution, Runtime, RuntimeConfig, runtime_for
 from ..serialization import CopySerializer, Serializer
 
@@ -54,7 +60,8 @@ class ExecutorBackend(BaseTaskBackend):
     supports_defer = True
     # async def tasks run on an event loop in the worker.
     supports_async_task = True
-    # Results can be read from any thread of this process (never another one).
+    # Results can be read from any thread of this process; with the database
+    # store, from any process that shares the database.
     supports_get_result = True
     # When every worker is busy, waiting tasks start highest priority first.
     supports_priority = True
@@ -114,6 +121,27 @@ class ExecutorBackend(BaseTaskBackend):
                 "the interpreter exits; tasks not started are dropped."
             ),
         ),
+        "STORE": Option(
+            default="memory",
+            validate=one_of("memory", "database"),
+            help=(
+                "Where results are kept: 'memory' (this process only) or "
+                "'database' (every process, and restarts; docs/durable-store.md)."
+            ),
+        ),
+        "DATABASE": Option(
+            default=DEFAULT_DB_ALIAS,
+            validate=string,
+            help="The database alias of the database store.",
+        ),
+        "RECOVERY_TIMEOUT": Option(
+            default=30.0,
+            validate=finite_positive_number,
+            help=(
+                "Seconds within which the tasks of a lost process are settled "
+                "by another (database store)."
+            ),
+        ),
     }
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
@@ -156,6 +184,19 @@ class ExecutorBackend(BaseTaskBackend):
             max_waiting=self.settings["MAX_WAITING"],
             enqueue_on_commit=self.commit_database,
             shutdown_timeout=self.settings["SHUTDOWN_TIMEOUT"],
+            create_store=self._create_store,
+        )
+
+    def _create_store(self) -> ResultStore:
+        if self.settings["STORE"] == "memory":
+            return ResultStore(self.settings["MAX_RESULTS"])
+        from ..database_store import DatabaseStore
+
+        return DatabaseStore(
+            self.settings["MAX_RESULTS"],
+            alias=self.alias,
+            database=self.settings["DATABASE"],
+            recovery_timeout=self.settings["RECOVERY_TIMEOUT"],
         )
 
     @property
@@ -186,8 +227,15 @@ class ExecutorBackend(BaseTaskBackend):
         return self.runtime.get_result(result_id)
 
     async def aget_result(self, result_id: str) -> TaskResult[..., Any]:
-        # Reading the store takes a lock for microseconds: no thread needed.
-        return self.get_result(result_id)
+        # Reading this process's results takes a lock for microseconds: no
+        # thread needed. The database is read in a thread, as Django's ORM must.
+        runtime = self.runtime
+        copy = runtime.get_held(result_id)
+        if copy is not None:
+            return copy
+        if runtime.shared:
+            return await sync_to_async(runtime.load)(result_id)
+        return runtime.load(result_id)
 
     def wait_for_result(
         self, result_id: str, timeout: float | None = None
@@ -210,7 +258,31 @@ class ExecutorBackend(BaseTaskBackend):
         self.runtime.close(timeout)
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        return [*super().check(**kwargs), *self._option_errors]
+        messages = [*super().check(**kwargs), *self._option_errors]
+        if self.settings["STORE"] == "database" and not self._option_errors:
+            from ..store_checks import check_database_store
+
+            messages += check_database_store(self.alias, self.settings["DATABASE"])
+        return messages
+
+
+def start_durable_backends() -> None:
+    """Open the database store of every configured backend that has one.
+
+    Called at a web process's first request: from then on it renews its
+    lease, and takes over the tasks of processes that were lost or stopped.
+    """
+    for backend in task_backends.all():
+        if isinstance(backend, ExecutorBackend) and (
+            backend.settings["STORE"] == "database" and not backend._option_errors
+        ):
+            try:
+                backend.runtime.open_store()
+            except Exception:
+                logging.getLogger("django_tasks_local").exception(
+                    "Task backend %r could not open its database store.",
+                    backend.alias,
+                )
 
 
 def _freeze(value: Any) -> Hashable:

@@ -1,0 +1,383 @@
+"""The database store: task results in a Django database, shared by every process.
+
+The runtime keeps the results this process owns in its memory table, as with
+the memory store, and this store writes each step through to the database
+(``StoredResult``), where any process reads them. Every write of an owner is
+conditional on still owning the row, so a process that was taken over
+(frozen past its lease) finds out at its next write, instead of running a
+task twice.
+
+Leases and recovery. Each process that runs tasks of an alias holds a
+``Lease`` row that its keeper thread renews every ``recovery_timeout / 6``
+seconds, for ``2/3`` of ``recovery_timeout``. At each renewal the keeper
+looks for rows whose owner holds no live lease (a process stopped, killed,
+or given up on), and for each such owner, with updates conditional on that
+owner (atomic on SQLite and PostgreSQL alike, no ``select_for_update()``):
+
+* a row that may have started (RUNNING, or handed to a worker) becomes
+  FAILED with ``ProcessLost``: a task is never run twice behind its back;
+* a row held for another database's transaction is deleted: that
+  transaction never committed, or the process would have released it;
+* a READY row is claimed by this process, and run here once.
+
+So a lost process's tasks are settled within ``2/3 + 1/6`` of
+``recovery_timeout`` after its last renewal. A clean shutdown gives its
+unstarted rows up (owner ``""``, which no lease holds) and deletes its lease,
+so another process takes them at its next renewal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections
+from django.db.models import Q
+from django.tasks import TaskResult, TaskResultStatus
+from django.tasks.base import TaskError
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.utils import timezone
+
+from .exceptions import NotOwned, ProcessLost
+from .models import Lease, StoredResult
+from .result_store import Adopt, ResultStore
+from .results import new_result
+from .runner import HOSTNAME, TaskReference
+from .states import FAILED, READY, RUNNING
+
+logger = logging.getLogger("django_tasks_local")
+
+#: The owner of a row that a clean shutdown gave up: no lease is ever named so.
+NOBODY = ""
+
+
+class DatabaseStore(ResultStore):
+    """The memory table of this process's results, written through to ``database``."""
+
+    shared = True
+
+    def __init__(
+        self,
+        max_results: int,
+        *,
+        alias: str,
+        database: str,
+        recovery_timeout: float,
+    ) -> None:
+        super().__init__(max_results)
+        self.alias = alias
+        self.database = database
+        self.recovery_timeout = recovery_timeout
+        self.lease_id = f"{HOSTNAME}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._keeper: threading.Thread | None = None
+        self._registered = threading.Event()
+        self._stopping = threading.Event()
+        self._open_lock = threading.Lock()
+        self._open_error: BaseException | None = None
+
+    def _rows(self) -> Any:
+        return StoredResult.objects.using(self.database).filter(backend=self.alias)
+
+    def _owned(self, result_id: str) -> Any:
+        return self._rows().filter(id=result_id, owner=self.lease_id)
+
+    # -- the lease ---------------------------------------------------------
+
+    def open(self, adopt: Adopt) -> None:
+        """Register this process's lease (once), and start the keeper that renews it."""
+        if self._registered.is_set():
+            return
+        with self._open_lock:
+            if self._keeper is None:
+                self._stopping = threading.Event()
+                self._keeper = threading.Thread(
+                    target=self._keep,
+                    args=(adopt, self._stopping),
+                    name=f"django-tasks-local-{self.alias}-lease",
+                    daemon=True,
+                )
+                self._keeper.start()
+        self._registered.wait()
+        if self._open_error is not None:
+            error, self._open_error = self._open_error, None
+            with self._open_lock:
+                self._keeper = None
+                self._registered.clear()
+            raise error
+
+    def close(self) -> None:
+        """Stop renewing, and delete the lease: what is left of ours is others' now."""
+        self._stopping.set()
+        keeper = self._keeper
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(timeout=5)
+        if self._registered.is_set():
+            try:
+                Lease.objects.using(self.database).filter(id=self.lease_id).delete()
+            except Exception:
+                logger.exception("Could not delete lease %s.", self.lease_id)
+        with self._open_lock:
+            # Open again at the next enqueue, with the same lease id.
+            self._keeper = None
+            self._registered.clear()
+
+    def _keep(self, adopt: Adopt, stopping: threading.Event) -> None:
+        period = self.recovery_timeout / 6
+        try:
+            self._renew()
+        except BaseException as exc:
+            self._open_error = exc
+            self._registered.set()
+            connections[self.database].close()
+            return
+        self._registered.set()
+        while True:
+            try:
+                self._recover(adopt)
+            except Exception:
+                logger.exception(
+                    "Task backend %r could not look for lost tasks.", self.alias
+                )
+                connections[self.database].close()
+            if stopping.wait(period):
+                break
+            try:
+                self._renew()
+            except Exception:
+                logger.exception(
+                    "Task backend %r could not renew its lease %s.",
+                    self.alias,
+                    self.lease_id,
+                )
+                connections[self.database].close()
+        connections[self.database].close()
+
+    def _renew(self) -> None:
+        now = timezone.now()
+        expires_at = now + timedelta(seconds=self.recovery_timeout * 2 / 3)
+        leases = Lease.objects.using(self.database)
+        if not leases.filter(id=self.lease_id).update(expires_at=expires_at):
+            leases.create(
+                id=self.lease_id,
+                backend=self.alias,
+                hostname=HOSTNAME,
+                pid=os.getpid(),
+                started_at=now,
+                expires_at=expires_at,
+            )
+
+    def _recover(self, adopt: Adopt) -> None:
+        """Settle the tasks of owners with no live lease; adopt their READY ones."""
+        now = timezone.now()
+        leases = Lease.objects.using(self.database)
+        live = leases.filter(backend=self.alias, expires_at__gt=now).values("id")
+        lost_owners = set(
+            self._rows()
+            .filter(status__in=[READY, RUNNING])
+            .exclude(owner__in=live)
+            .values_list("owner", flat=True)
+            .distinct()
+        )
+        adopted: list[TaskResult[..., Any]] = []
+        failed: list[TaskResult[..., Any]] = []
+        for owner in lost_owners:
+            failed += self._fail_lost(owner, now)
+            self._rows().filter(owner=owner, status=READY, held=True).delete()
+            waiting = self._rows().filter(
+                owner=owner, status=READY, dispatched=False, held=False
+            )
+            ids = list(waiting.values_list("id", flat=True))
+            # Conditional on the old owner: of two processes recovering at
+            # once, each row goes to the one whose update lands first.
+            waiting.filter(id__in=ids).update(owner=self.lease_id)
+            adopted += [
+                _to_result(row)
+                for row in self._rows().filter(
+                    id__in=ids, owner=self.lease_id, status=READY
+                )
+            ]
+        leases.filter(
+            backend=self.alias,
+            expires_at__lt=now - timedelta(seconds=self.recovery_timeout),
+        ).delete()
+        if adopted or failed:
+            adopt(adopted, failed)
+
+    def _fail_lost(self, owner: str, now: datetime) -> list[TaskResult[..., Any]]:
+        """FAILED, with ProcessLost, for the tasks of ``owner`` that may have started."""
+        may_have_started = self._rows().filter(
+            Q(status=RUNNING) | Q(status=READY, dispatched=True), owner=owner
+        )
+        ids = list(may_have_started.values_list("id", flat=True))
+        if not ids:
+            return []
+        message = (
+            f"The process that ran this task ({owner}) stopped renewing its lease "
+            f"on task backend {self.alias!r}; it was found lost at "
+            f"{now.isoformat()}. The task may have run in part, or to the end; "
+            "it is not run again."
+        )
+        cls = ProcessLost
+        error = {
+            "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
+            "traceback": f"{cls.__module__}.{cls.__qualname__}: {message}\n",
+        }
+        may_have_started.filter(id__in=ids).update(
+            status=FAILED, finished_at=now, errors=[error], owner=self.lease_id
+        )
+        return [
+            _to_result(row)
+            for row in self._rows().filter(
+                id__in=ids, owner=self.lease_id, status=FAILED, finished_at=now
+            )
+        ]
+
+    # -- a task's life -----------------------------------------------------
+
+    def save_enqueued(self, result: TaskResult[..., Any], *, held: bool) -> None:
+        task = result.task
+        StoredResult(
+            id=result.id,
+            backend=self.alias,
+            task_path=task.module_path,
+            priority=task.priority,
+            queue_name=task.queue_name,
+            run_after=task.run_after,
+            takes_context=task.takes_context,
+            args=result.args,
+            kwargs=result.kwargs,
+            status=READY,
+            enqueued_at=result.enqueued_at,
+            owner=self.lease_id,
+            held=held,
+        ).save(using=self.database, force_insert=True)
+
+    def save_committed(self, result_id: str) -> None:
+        self._owned(result_id).update(held=False)
+
+    def save_dispatched(self, result_id: str) -> None:
+        if not self._owned(result_id).filter(status=READY).update(dispatched=True):
+            raise NotOwned(self._not_owned(result_id))
+
+    def save_started(
+        self, result_id: str, worker_ids: list[str], started_at: datetime
+    ) -> None:
+        updated = (
+            self._owned(result_id)
+            .filter(status=READY)
+            .update(
+                status=RUNNING,
+                started_at=started_at,
+                last_attempted_at=started_at,
+                worker_ids=worker_ids,
+                dispatched=True,
+            )
+        )
+        if not updated:
+            raise NotOwned(self._not_owned(result_id))
+
+    def save_finished(self, result: TaskResult[..., Any]) -> None:
+        errors = [
+            {
+                "exception_class_path": error.exception_class_path,
+                "traceback": error.traceback,
+            }
+            for error in result.errors
+        ]
+        updated = (
+            self._owned(result.id)
+            .filter(status__in=[READY, RUNNING])
+            .update(
+                status=result.status,
+                started_at=result.started_at,
+                last_attempted_at=result.last_attempted_at,
+                finished_at=result.finished_at,
+                return_value=result._return_value,  # type: ignore[attr-defined]
+                errors=errors,
+                worker_ids=result.worker_ids,
+                dispatched=True,
+            )
+        )
+        if not updated:
+            logger.warning(
+                "%s: its end (%s) was not recorded, since %s",
+                result.id,
+                result.status,
+                self._not_owned(result.id),
+            )
+        self._prune()
+
+    def save_given_up(self, result_ids: list[str]) -> None:
+        self._rows().filter(
+            id__in=result_ids, owner=self.lease_id, status=READY
+        ).update(owner=NOBODY, dispatched=False)
+
+    def save_rolled_back(self, result_id: str) -> None:
+        self._owned(result_id).filter(status=READY).delete()
+
+    def _prune(self) -> None:
+        """Delete the oldest finished rows of this alias beyond ``max_results``."""
+        finished = self._rows().filter(finished_at__isnull=False)
+        cutoff = (
+            finished.order_by("-finished_at")
+            .values_list("finished_at", flat=True)[self.max_results : self.max_results + 1]
+            .first()
+        )
+        if cutoff is not None:
+            finished.filter(finished_at__lte=cutoff).delete()
+
+    def _not_owned(self, result_id: str) -> str:
+        return (
+            f"task result {result_id} is no longer owned by this process "
+            f"({self.lease_id}): its lease expired, and another process took the "
+            "task over."
+        )
+
+    # -- reading -----------------------------------------------------------
+
+    def load(self, result_id: str) -> TaskResult[..., Any]:
+        row = self._rows().filter(id=result_id).first()
+        if row is None:
+            raise TaskResultDoesNotExist(
+                f"{result_id}: no such task result in the database store of "
+                f"task backend {self.alias!r} (database {self.database!r}). "
+                "Finished results are kept until MAX_RESULTS newer finished ones "
+                "push them out."
+            )
+        return _to_result(row)
+
+
+def _to_result(row: StoredResult) -> TaskResult[..., Any]:
+    reference = TaskReference(
+        module_path=row.task_path,
+        priority=row.priority,
+        queue_name=row.queue_name,
+        backend=row.backend,
+        run_after=row.run_after,
+        takes_context=row.takes_context,
+    )
+    return new_result(
+        task=reference.resolve(),
+        id=row.id,
+        status=TaskResultStatus(row.status),
+        enqueued_at=row.enqueued_at,
+        started_at=row.started_at,
+        last_attempted_at=row.last_attempted_at,
+        finished_at=row.finished_at,
+        args=row.args,
+        kwargs=row.kwargs,
+        backend=row.backend,
+        errors=[
+            TaskError(
+                exception_class_path=error["exception_class_path"],
+                traceback=error["traceback"],
+            )
+            for error in row.errors
+        ],
+        worker_ids=list(row.worker_ids),
+        _return_value=row.return_value,
+    )

@@ -1,0 +1,64 @@
+"""The durable store's tables: one row per task result, one per live backend process."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.tasks import TaskResultStatus
+
+
+class StoredResult(models.Model):
+    """A task result as the database store keeps it, readable from every process.
+
+    ``owner`` names the lease of the process that runs the task; ``dispatched``
+    says that a worker may have started it (so it is never run again);
+    ``held`` that its enqueue waits for a transaction on another database.
+    """
+
+    id = models.CharField(primary_key=True, max_length=64)
+    backend = models.CharField(max_length=100)
+    task_path = models.CharField(max_length=255)
+    priority = models.IntegerField(default=0)
+    queue_name = models.CharField(max_length=100)
+    run_after = models.DateTimeField(null=True, blank=True)
+    takes_context = models.BooleanField(default=False)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=TaskResultStatus.choices)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    return_value = models.JSONField(null=True, blank=True)
+    errors = models.JSONField(default=list)
+    worker_ids = models.JSONField(default=list)
+    owner = models.CharField(max_length=200, blank=True)
+    dispatched = models.BooleanField(default=False)
+    held = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "task result"
+        indexes = [
+            models.Index(fields=["backend", "status"], name="dtl_backend_status"),
+            models.Index(fields=["backend", "finished_at"], name="dtl_backend_finished"),
+            models.Index(fields=["owner"], name="dtl_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_path} ({self.id}): {self.status}"
+
+
+class Lease(models.Model):
+    """A backend process that is alive while ``expires_at`` is ahead: it renews it."""
+
+    id = models.CharField(primary_key=True, max_length=200)
+    backend = models.CharField(max_length=100)
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    started_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "backend process lease"
+
+    def __str__(self) -> str:
+        return self.id
