@@ -86,7 +86,23 @@ def postgres_available() -> bool:
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Tests marked postgres skip without a server, but never under CI."""
+    """Tests marked postgres skip without a server, but never under CI.
+
+    A django_db test on a database store reaches the store's database too.
+    """
+    from django.conf import settings
+
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        callspec = getattr(item, "callspec", None)
+        alias = callspec.params.get("alias") if callspec else None
+        if marker is None or alias not in settings.TASKS:
+            continue
+        options = settings.TASKS[alias].get("OPTIONS", {})
+        if options.get("STORE") == "database":
+            databases = marker.kwargs.get("databases") or ["default"]
+            kwargs = {**marker.kwargs, "databases": [*databases, options["DATABASE"]]}
+            item.add_marker(pytest.mark.django_db(*marker.args, **kwargs), append=False)
     if os.environ.get("CI") == "true" or postgres_available():
         return
     skip = pytest.mark.skip(reason="no PostgreSQL server on 127.0.0.1:5432")

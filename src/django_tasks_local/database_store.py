@@ -179,6 +179,7 @@ class DatabaseStore(ResultStore):
             self._rows()
             .filter(status__in=[READY, RUNNING])
             .exclude(owner__in=live)
+            .exclude(owner=self.lease_id)
             .values_list("owner", flat=True)
             .distinct()
         )

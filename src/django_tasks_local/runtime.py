@@ -929,14 +929,18 @@ class Runtime:
     def _forget_uncommitted(self, result_id: str) -> None:
         """The enqueue was rolled back: the result vanishes with it."""
         with self._lock:
-            if result_id in self._uncommitted:
-                self._uncommitted.discard(result_id)
-                self._store.discard(result_id)
-                self._settle_locked(result_id, None)
-                if self._store.shared:
-                    # A row held outside the transaction goes too. Not here: a
-                    # finalizer runs in whatever thread the collector does.
-                    self._send_later(partial(self._store.save_rolled_back, result_id))
+            if result_id not in self._uncommitted:
+                return  # committed: the hook is collected after it ran
+            self._uncommitted.discard(result_id)
+            self._store.discard(result_id)
+            self._settle_locked(result_id, None)
+        if self._store.shared:
+            # A row written outside the transaction (held) goes too; at once,
+            # so that no reader finds it after the rollback.
+            try:
+                self._store.save_rolled_back(result_id)
+            except Exception:
+                logger.exception("Could not delete the rolled-back task %s.", result_id)
 
     # -- helpers -----------------------------------------------------------
 
