@@ -26,9 +26,9 @@ from tests import tasks
 from tests.conftest import BACKEND_ALIASES
 from tests.helpers import (
     CUSTOM_ALIASES,
-    backend_kind,
     DEADLINE,
     SignalLog,
+    backend_kind,
     run_and_wait,
     temporary_alias,
     wait_until,
@@ -99,7 +99,11 @@ def test_started_at_is_when_the_body_started(alias, signals, tmp_path: Path):
     # An alias of its own: no other test's task may hold one of its workers.
     with temporary_alias(alias) as own:
         check_start_times(
-            task_backends[own], alias, backend_kind(alias) in LIVE_START, signals, tmp_path
+            task_backends[own],
+            alias,
+            backend_kind(alias) in LIVE_START,
+            signals,
+            tmp_path,
         )
 
 

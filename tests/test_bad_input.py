@@ -40,6 +40,14 @@ def _define_inner_task(alias):
     return task(backend=alias)(inner)
 
 
+DATABASE_STORE_KINDS = (
+    "threads-sqlite",
+    "processes-sqlite",
+    "threads-postgres",
+    "processes-postgres",
+)
+
+
 @dataclass(frozen=True)
 class Row:
     id: str
@@ -52,8 +60,9 @@ class Row:
     in_result: bool = False
     # False: the row leaves its alias unusable, so it gets an alias of its own.
     alias_usable_after: bool = True
-    # The backends it is about (an option of one backend is unknown to the other).
-    kinds: tuple[str, ...] = ("threads", "processes")
+    # The backends it is about (an option of one backend is unknown to the
+    # other), on the memory store and the database store.
+    kinds: tuple[str, ...] = ("threads", "processes", *DATABASE_STORE_KINDS)
 
 
 ROWS = [
@@ -130,13 +139,21 @@ ROWS = [
         alias_usable_after=False,
     ),
     Row(
+        "unknown store",
+        lambda alias: square.using(backend=alias).enqueue(1),
+        ImproperlyConfigured,
+        "['STORE'] must be one of 'memory', 'database', not 'redis'.",
+        options={"STORE": "redis"},
+        alias_usable_after=False,
+    ),
+    Row(
         "invalid worker start timeout",
         lambda alias: square.using(backend=alias).enqueue(1),
         ImproperlyConfigured,
         "['WORKER_START_TIMEOUT'] must be a number of seconds above 0, or None, not 0.",
         options={"WORKER_START_TIMEOUT": 0},
         alias_usable_after=False,
-        kinds=("processes",),
+        kinds=("processes", "processes-sqlite", "processes-postgres"),
     ),
     Row(
         "unpicklable return value",
@@ -165,6 +182,15 @@ ROWS = [
         f"{'f' * 64}... (10000000 characters): no such task result in this "
         f"process (pid {os.getpid()}). Results are kept in the memory of the "
         "process that enqueued the task",
+        kinds=("threads", "processes"),
+    ),
+    Row(
+        "get_result() with an id the database store does not hold",
+        lambda alias: task_backends[alias].get_result("f" * 10_000_000),
+        TaskResultDoesNotExist,
+        f"{'f' * 64}... (10000000 characters): no such task result in the "
+        "database store of task backend",
+        kinds=DATABASE_STORE_KINDS,
     ),
     Row(
         "get_result() with an id of the wrong type",
@@ -190,8 +216,16 @@ def check_row(row, alias):
 
 @pytest.mark.parametrize(
     ("row", "kind"),
-    [(row, kind) for row in ROWS for kind in row.kinds],
-    ids=[f"{row.id}-{kind}" for row in ROWS for kind in row.kinds],
+    [
+        pytest.param(
+            row,
+            kind,
+            id=f"{row.id}-{kind}",
+            marks=[pytest.mark.postgres] if "postgres" in kind else [],
+        )
+        for row in ROWS
+        for kind in row.kinds
+    ],
 )
 def test_bad_input(row, kind):
     shared = task_backends[kind]

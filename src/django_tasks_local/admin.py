@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from django.conf import settings
 from django.contrib import admin
+from django.db import DEFAULT_DB_ALIAS
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from .models import StoredResult
 
 
+def store_database() -> str:
+    """The database of the first backend on the database store (``default`` if none)."""
+    tasks = cast(dict[str, dict[str, Any]], settings.TASKS)
+    for config in tasks.values():
+        options = config.get("OPTIONS", {})
+        if options.get("STORE") == "database":
+            return str(options.get("DATABASE", DEFAULT_DB_ALIAS))
+    return DEFAULT_DB_ALIAS
+
+
 @admin.register(StoredResult)
 class StoredResultAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["id", "task_path", "status", "backend", "enqueued_at", "finished_at"]
+    list_display = [
+        "id",
+        "task_path",
+        "status",
+        "backend",
+        "enqueued_at",
+        "finished_at",
+    ]
     list_filter = ["status", "task_path", "backend"]
     search_fields = ["id", "task_path"]
     ordering = ["-enqueued_at"]
     date_hierarchy = "enqueued_at"
-    fields = [
+    fields = readonly_fields = (
         "id",
         "backend",
         "task_path",
@@ -35,13 +55,16 @@ class StoredResultAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "return_value",
         "error_tracebacks",
         "owner",
-    ]
-    readonly_fields = fields
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[StoredResult]:
+        return super().get_queryset(request).using(store_database())
 
     @admin.display(description="errors")
     def error_tracebacks(self, result: StoredResult) -> str:
         return format_html_join(
-            "", "<p>{}</p><pre>{}</pre>",
+            "",
+            "<p>{}</p><pre>{}</pre>",
             (
                 (error["exception_class_path"], error["traceback"])
                 for error in result.errors
@@ -52,12 +75,8 @@ class StoredResultAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(
-        self, request: HttpRequest, obj: Any = None
-    ) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(
-        self, request: HttpRequest, obj: Any = None
-    ) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

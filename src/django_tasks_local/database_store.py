@@ -44,7 +44,7 @@ from django.utils import timezone
 
 from .exceptions import NotOwned, ProcessLost
 from .models import Lease, StoredResult
-from .result_store import Adopt, ResultStore
+from .result_store import Adopt, ResultStore, shown
 from .results import new_result
 from .runner import HOSTNAME, TaskReference
 from .states import FAILED, READY, RUNNING
@@ -53,12 +53,16 @@ logger = logging.getLogger("django_tasks_local")
 
 #: The owner of a row that a clean shutdown gave up: no lease is ever named so.
 NOBODY = ""
+#: The longest id a row holds (ids are 32 hex digits; a worker process's own
+#: forwarded enqueue may choose one).
+ID_LENGTH = 64
 
 
 class DatabaseStore(ResultStore):
     """The memory table of this process's results, written through to ``database``."""
 
     shared = True
+    database: str
 
     def __init__(
         self,
@@ -325,7 +329,9 @@ class DatabaseStore(ResultStore):
         finished = self._rows().filter(finished_at__isnull=False)
         cutoff = (
             finished.order_by("-finished_at")
-            .values_list("finished_at", flat=True)[self.max_results : self.max_results + 1]
+            .values_list("finished_at", flat=True)[
+                self.max_results : self.max_results + 1
+            ]
             .first()
         )
         if cutoff is not None:
@@ -341,10 +347,15 @@ class DatabaseStore(ResultStore):
     # -- reading -----------------------------------------------------------
 
     def load(self, result_id: str) -> TaskResult[..., Any]:
-        row = self._rows().filter(id=result_id).first()
+        # A longer id was never issued: no query for it.
+        row = (
+            self._rows().filter(id=result_id).first()
+            if len(result_id) <= ID_LENGTH
+            else None
+        )
         if row is None:
             raise TaskResultDoesNotExist(
-                f"{result_id}: no such task result in the database store of "
+                f"{shown(result_id)}: no such task result in the database store of "
                 f"task backend {self.alias!r} (database {self.database!r}). "
                 "Finished results are kept until MAX_RESULTS newer finished ones "
                 "push them out."

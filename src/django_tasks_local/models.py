@@ -39,7 +39,9 @@ class StoredResult(models.Model):
         verbose_name = "task result"
         indexes = [
             models.Index(fields=["backend", "status"], name="dtl_backend_status"),
-            models.Index(fields=["backend", "finished_at"], name="dtl_backend_finished"),
+            models.Index(
+                fields=["backend", "finished_at"], name="dtl_backend_finished"
+            ),
             models.Index(fields=["owner"], name="dtl_owner"),
         ]
 

@@ -21,15 +21,17 @@ from django.tasks import TaskResult
 from django.tasks.exceptions import TaskResultDoesNotExist
 
 
+def shown(result_id: str) -> str:
+    """A result id as an error message shows it: a long one cut short."""
+    if len(result_id) <= 64:
+        return result_id
+    return f"{result_id[:64]}... ({len(result_id)} characters)"
+
+
 def _missing(result_id: str) -> str:
     """Why a result id is not here, saying what a user can act on."""
-    shown = (
-        result_id
-        if len(result_id) <= 64
-        else f"{result_id[:64]}... ({len(result_id)} characters)"
-    )
     return (
-        f"{shown}: no such task result in this process (pid {os.getpid()}). "
+        f"{shown(result_id)}: no such task result in this process (pid {os.getpid()}). "
         "Results are kept in the memory of the process that enqueued the "
         "task, until MAX_RESULTS newer finished ones push them out."
     )

@@ -492,9 +492,7 @@ class Runtime:
         if self._store.shared:
             # Recorded before the body runs, and refused (NotOwned) if the
             # task was taken over: a task never runs twice.
-            with self._lock:
-                worker_ids = [*self._store.get(result_id).worker_ids, worker_id]
-            self._store.save_started(result_id, worker_ids, started_at)
+            self._save_start(result_id, worker_id, started_at)
         copy = self._apply_start(result_id, worker_id, started_at)
         if copy is not None:
             self._send(task_started, copy)
@@ -504,17 +502,20 @@ class Runtime:
     ) -> None:
         """An executor's own thread (a process pool's supervisor) relays a start
         that happened elsewhere: task_started goes to the signal thread."""
+        if self._store.shared:
+            # In this thread, which records the task's end too: in order.
+            try:
+                self._save_start(result_id, worker_id, started_at)
+            except Exception:
+                logger.exception("Could not record the start of task %s.", result_id)
         copy = self._apply_start(result_id, worker_id, started_at)
         if copy is not None:
-            self._send_later(partial(self._send_relayed_start, copy))
+            self._send_later(partial(self._send, task_started, copy))
 
-    def _send_relayed_start(self, copy: TaskResult[..., Any]) -> None:
-        if self._store.shared:
-            try:
-                self._store.save_started(copy.id, copy.worker_ids, copy.started_at)  # type: ignore[arg-type]
-            except Exception:
-                logger.exception("Could not record the start of task %s.", copy.id)
-        self._send(task_started, copy)
+    def _save_start(self, result_id: str, worker_id: str, started_at: datetime) -> None:
+        with self._lock:
+            worker_ids = [*self._store.get(result_id).worker_ids, worker_id]
+        self._store.save_started(result_id, worker_ids, started_at)
 
     def _apply_start(
         self, result_id: str, worker_id: str, started_at: datetime
@@ -524,7 +525,7 @@ class Runtime:
             result = self._store.get(result_id)
             if result.status != READY:
                 return None
-            self._start_locked(result, worker_id, started_at)
+            _start(result, worker_id, started_at)
             return snapshot(result)
 
     def _work(self, envelope: Envelope) -> None:
@@ -582,6 +583,8 @@ class Runtime:
         process pool's supervisor) or the tasks after.
         """
         result_id = envelope.result_id
+        if self._store.shared and not isinstance(outcome.exception, NotOwned):
+            self._save_end(result_id, outcome)
         batch: list[Envelope] = []
         with self._lock:
             result = self._store.get(result_id)
@@ -628,12 +631,6 @@ class Runtime:
         started: TaskResult[..., Any] | None,
         outcome: Outcome,
     ) -> None:
-        if self._store.shared:
-            # Before task_finished: its receivers read the end from anywhere.
-            try:
-                self._store.save_finished(result)
-            except Exception:
-                logger.exception("Could not record the end of task %s.", result.id)
         if started is not None:
             self._send(task_started, started)
         self._send_finished(result, outcome)
@@ -684,33 +681,27 @@ class Runtime:
         self, result: TaskResult[..., Any], outcome: Outcome
     ) -> TaskResult[..., Any] | None:
         """Apply the final transition; a copy for task_started if the start is applied only now."""
-        started = None
-        if (
-            result.status == READY
-            and outcome.worker_id is not None
-            and outcome.started_at is not None
-        ):
-            # The worker could not report its start live (another process
-            # with no channel back): apply it now, with its true time.
-            self._start_locked(result, outcome.worker_id, outcome.started_at)
-            started = snapshot(result)
-        if outcome.error is None:
-            transition(
-                result,
-                SUCCESSFUL,
-                finished_at=outcome.finished_at,
-                _return_value=outcome.return_value,
-            )
-        else:
-            transition(
-                result,
-                FAILED,
-                finished_at=outcome.finished_at,
-                errors=[*result.errors, outcome.error],
-            )
+        started = _apply_outcome(result, outcome)
         self._finishing.add(result.id)
         self._store.finished(result.id)
         return started
+
+    def _save_end(self, result_id: str, outcome: Outcome) -> None:
+        """Record a task's end in a shared store, before this process applies it.
+
+        First there, then here: this process never shows an end (nor evicts
+        a result for it) that other processes cannot read yet.
+        """
+        with self._lock:
+            result = self._store.get(result_id)
+            if result.is_finished:
+                return
+            final = snapshot(result)
+        _apply_outcome(final, outcome)
+        try:
+            self._store.save_finished(final)
+        except Exception:
+            logger.exception("Could not record the end of task %s.", result_id)
 
     def _send_finished(self, result: TaskResult[..., Any], outcome: Outcome) -> None:
         """Send task_finished; for a failure, with the exception in hand.
@@ -749,7 +740,7 @@ class Runtime:
                 return batch[1:], (batch[0], None)
             taken, started_at = batch.pop(0), timezone.now()
             result = self._store.get(taken.result_id)
-            self._start_locked(result, worker_id, started_at)
+            _start(result, worker_id, started_at)
             running = snapshot(result)
         self._send(task_started, running)
         return batch, (taken, started_at)
@@ -910,9 +901,7 @@ class Runtime:
 
     # -- on-commit hand-off ------------------------------------------------
 
-    def _defer_to_commit(
-        self, envelope: Envelope, connection: Any, held: bool
-    ) -> None:
+    def _defer_to_commit(self, envelope: Envelope, connection: Any, held: bool) -> None:
         hook = _CommitHook(self, envelope, held)
         with self._lock:
             self._uncommitted.add(envelope.result_id)
@@ -962,17 +951,6 @@ class Runtime:
                 self._store.add(result)
             self._release(self.config.serializer.envelope(result, self.mark_started))
 
-    def _start_locked(
-        self, result: TaskResult[..., Any], worker_id: str, started_at: datetime
-    ) -> None:
-        transition(
-            result,
-            RUNNING,
-            started_at=started_at,
-            last_attempted_at=started_at,
-            worker_ids=[*result.worker_ids, worker_id],
-        )
-
     def _send(self, signal: Signal, result: TaskResult[..., Any]) -> None:
         """Send a task signal; what a receiver raises never reaches our code.
 
@@ -994,6 +972,48 @@ class Runtime:
                 type(exc).__name__,
                 result.id,
             )
+
+
+def _start(result: TaskResult[..., Any], worker_id: str, started_at: datetime) -> None:
+    transition(
+        result,
+        RUNNING,
+        started_at=started_at,
+        last_attempted_at=started_at,
+        worker_ids=[*result.worker_ids, worker_id],
+    )
+
+
+def _apply_outcome(
+    result: TaskResult[..., Any], outcome: Outcome
+) -> TaskResult[..., Any] | None:
+    """The final transition of ``result``; a copy for task_started if the
+    start is applied only now."""
+    started = None
+    if (
+        result.status == READY
+        and outcome.worker_id is not None
+        and outcome.started_at is not None
+    ):
+        # The worker could not report its start live (another process
+        # with no channel back): apply it now, with its true time.
+        _start(result, outcome.worker_id, outcome.started_at)
+        started = snapshot(result)
+    if outcome.error is None:
+        transition(
+            result,
+            SUCCESSFUL,
+            finished_at=outcome.finished_at,
+            _return_value=outcome.return_value,
+        )
+    else:
+        transition(
+            result,
+            FAILED,
+            finished_at=outcome.finished_at,
+            errors=[*result.errors, outcome.error],
+        )
+    return started
 
 
 def _check_id(result_id: object) -> None:

@@ -47,7 +47,7 @@ def check_database_store(alias: str, database: str) -> list[checks.CheckMessage]
             )
         ]
     config = settings.DATABASES[database]
-    if not config.get("ENGINE", "").endswith("sqlite3"):
+    if not str(config.get("ENGINE", "")).endswith("sqlite3"):
         return []
     return _check_sqlite(f"{where} on SQLite database {database!r}", config)
 
@@ -55,7 +55,7 @@ def check_database_store(alias: str, database: str) -> list[checks.CheckMessage]
 def _check_sqlite(where: str, config: dict[str, Any]) -> list[checks.CheckMessage]:
     options = config.get("OPTIONS", {})
     recommended = f"DATABASES OPTIONS such as {SQLITE_OPTIONS!r}"
-    errors = []
+    errors: list[checks.CheckMessage] = []
     if str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
         errors.append(
             checks.Error(

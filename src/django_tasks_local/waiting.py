@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.tasks import TaskResult, task_backends
 from django.tasks.exceptions import TaskResultDoesNotExist
 
 from .backends.base import ExecutorBackend
+from .runtime import POLL_FIRST_DELAY, POLL_MAX_DELAY, Runtime
 
 
 def wait(
@@ -39,7 +41,14 @@ async def await_result(
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_resolve, settled, copy)
 
-    if not runtime.watch(result.id, wake):
+    start = loop.time()
+    try:
+        watching = runtime.watch(result.id, wake)
+    except TaskResultDoesNotExist:
+        if not runtime.shared:
+            raise
+        return await _poll(runtime, result.id, timeout, start)
+    if not watching:
         return runtime.get_result(result.id)  # settled already
     try:
         async with asyncio.timeout(timeout):
@@ -51,10 +60,34 @@ async def await_result(
     finally:
         runtime.unwatch(result.id, wake)
     if copy is None:
+        if runtime.shared:
+            # Given up or taken over: another process records its end.
+            return await _poll(runtime, result.id, timeout, start)
         raise TaskResultDoesNotExist(
             f"{result.id}: its enqueue was rolled back while it was awaited."
         )
     return copy
+
+
+async def _poll(
+    runtime: Runtime, result_id: str, timeout: float | None, start: float
+) -> TaskResult[..., Any]:
+    """Wait for a result that another process runs, reading the store in a thread."""
+    loop = asyncio.get_running_loop()
+    load = sync_to_async(runtime.load)
+    delay = POLL_FIRST_DELAY
+    while True:
+        result = await load(result_id)
+        if result.is_finished:
+            return result
+        remaining = None if timeout is None else timeout - (loop.time() - start)
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError(
+                f"Task result {result_id} did not finish within {timeout}s "
+                f"(it is {result.status})."
+            )
+        await asyncio.sleep(delay if remaining is None else min(delay, remaining))
+        delay = min(delay * 1.5, POLL_MAX_DELAY)
 
 
 def _resolve(

@@ -4,54 +4,77 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Lease',
+            name="Lease",
             fields=[
-                ('id', models.CharField(max_length=200, primary_key=True, serialize=False)),
-                ('backend', models.CharField(max_length=100)),
-                ('hostname', models.CharField(max_length=255)),
-                ('pid', models.IntegerField()),
-                ('started_at', models.DateTimeField()),
-                ('expires_at', models.DateTimeField(db_index=True)),
+                (
+                    "id",
+                    models.CharField(max_length=200, primary_key=True, serialize=False),
+                ),
+                ("backend", models.CharField(max_length=100)),
+                ("hostname", models.CharField(max_length=255)),
+                ("pid", models.IntegerField()),
+                ("started_at", models.DateTimeField()),
+                ("expires_at", models.DateTimeField(db_index=True)),
             ],
             options={
-                'verbose_name': 'backend process lease',
+                "verbose_name": "backend process lease",
             },
         ),
         migrations.CreateModel(
-            name='StoredResult',
+            name="StoredResult",
             fields=[
-                ('id', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('backend', models.CharField(max_length=100)),
-                ('task_path', models.CharField(max_length=255)),
-                ('priority', models.IntegerField(default=0)),
-                ('queue_name', models.CharField(max_length=100)),
-                ('run_after', models.DateTimeField(blank=True, null=True)),
-                ('takes_context', models.BooleanField(default=False)),
-                ('args', models.JSONField(default=list)),
-                ('kwargs', models.JSONField(default=dict)),
-                ('status', models.CharField(choices=[('READY', 'Ready'), ('RUNNING', 'Running'), ('FAILED', 'Failed'), ('SUCCESSFUL', 'Successful')], max_length=10)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('last_attempted_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('return_value', models.JSONField(blank=True, null=True)),
-                ('errors', models.JSONField(default=list)),
-                ('worker_ids', models.JSONField(default=list)),
-                ('owner', models.CharField(blank=True, max_length=200)),
-                ('dispatched', models.BooleanField(default=False)),
-                ('held', models.BooleanField(default=False)),
+                (
+                    "id",
+                    models.CharField(max_length=64, primary_key=True, serialize=False),
+                ),
+                ("backend", models.CharField(max_length=100)),
+                ("task_path", models.CharField(max_length=255)),
+                ("priority", models.IntegerField(default=0)),
+                ("queue_name", models.CharField(max_length=100)),
+                ("run_after", models.DateTimeField(blank=True, null=True)),
+                ("takes_context", models.BooleanField(default=False)),
+                ("args", models.JSONField(default=list)),
+                ("kwargs", models.JSONField(default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("READY", "Ready"),
+                            ("RUNNING", "Running"),
+                            ("FAILED", "Failed"),
+                            ("SUCCESSFUL", "Successful"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("last_attempted_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("return_value", models.JSONField(blank=True, null=True)),
+                ("errors", models.JSONField(default=list)),
+                ("worker_ids", models.JSONField(default=list)),
+                ("owner", models.CharField(blank=True, max_length=200)),
+                ("dispatched", models.BooleanField(default=False)),
+                ("held", models.BooleanField(default=False)),
             ],
             options={
-                'verbose_name': 'task result',
-                'indexes': [models.Index(fields=['backend', 'status'], name='dtl_backend_status'), models.Index(fields=['backend', 'finished_at'], name='dtl_backend_finished'), models.Index(fields=['owner'], name='dtl_owner')],
+                "verbose_name": "task result",
+                "indexes": [
+                    models.Index(
+                        fields=["backend", "status"], name="dtl_backend_status"
+                    ),
+                    models.Index(
+                        fields=["backend", "finished_at"], name="dtl_backend_finished"
+                    ),
+                    models.Index(fields=["owner"], name="dtl_owner"),
+                ],
             },
         ),
     ]
