@@ -85,8 +85,9 @@ typecheck: $(VENV)/.installed ## Type-check src/ with mypy --strict (django-stub
 
 # The example keeps its data in SQLite (examples/demo/var/): no service needed.
 # With DEMO_TASKS_BACKEND=db it also runs django-tasks-db's workers, one per
-# backend alias, until the server stops.
-example: $(VENV)/.installed ## Set up and serve the example project (PORT=8000, DEMO_TASKS_BACKEND=local|immediate|db)
+# backend alias, until the server stops. With DEMO_TASKS_BACKEND=durable it is
+# served as deployments are, by gunicorn with 3 worker processes.
+example: $(VENV)/.installed ## Set up and serve the example project (PORT=8000, DEMO_TASKS_BACKEND=local|immediate|db|durable)
 	$(VENV)/bin/python examples/demo/manage.py migrate --noinput
 	@set -eu; \
 	if [ "$${DEMO_TASKS_BACKEND:-local}" = db ]; then \
@@ -96,6 +97,10 @@ example: $(VENV)/.installed ## Set up and serve the example project (PORT=8000, 
 		done; \
 	fi; \
 	echo ">> serving the example project on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"; \
+	if [ "$${DEMO_TASKS_BACKEND:-local}" = durable ]; then \
+		exec $(VENV)/bin/gunicorn --chdir examples/demo --workers 3 \
+			--bind 127.0.0.1:$(PORT) demo.wsgi; \
+	fi; \
 	$(VENV)/bin/python examples/demo/manage.py runserver 127.0.0.1:$(PORT)
 
 # Not part of `make test` or CI: some of Django's tests fail by design on our

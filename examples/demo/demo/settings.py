@@ -9,8 +9,13 @@ Which backend runs the jobs is chosen here alone, by one environment variable:
   job inside the request that starts it.
 * ``DEMO_TASKS_BACKEND=db``: django-tasks-db's ``DatabaseBackend`` stores jobs
   in the database, for ``manage.py db_worker --backend io`` (and ``cpu``) to run.
+* ``DEMO_TASKS_BACKEND=durable``: the same pools as ``local``, with their
+  results in the database (``OPTIONS["STORE"] = "database"``): every web
+  process reads them, and the tasks a stopped server had not started run
+  after it starts again. Made to be served by several processes
+  (``make example`` runs gunicorn with 3 workers).
 
-The code (tasks, views) is the same for all three.
+The code (tasks, views) is the same for all four.
 """
 
 import os
@@ -47,6 +52,17 @@ TASK_BACKEND_CHOICES = {
         "io": {"BACKEND": "django_tasks_db.DatabaseBackend"},
         "cpu": {"BACKEND": "django_tasks_db.DatabaseBackend"},
     },
+    # Needs "django_tasks_local" in INSTALLED_APPS (below), and migrate.
+    "durable": {
+        "io": {
+            "BACKEND": "django_tasks_local.ThreadPoolBackend",
+            "OPTIONS": {"MAX_WORKERS": 4, "STORE": "database"},
+        },
+        "cpu": {
+            "BACKEND": "django_tasks_local.ProcessPoolBackend",
+            "OPTIONS": {"MAX_WORKERS": 2, "STORE": "database"},
+        },
+    },
 }
 TASK_BACKEND_CHOICE = os.environ.get("DEMO_TASKS_BACKEND", "local")
 if TASK_BACKEND_CHOICE not in TASK_BACKEND_CHOICES:
@@ -62,6 +78,9 @@ INSTALLED_APPS = [
 ]
 if TASK_BACKEND_CHOICE == "db":
     INSTALLED_APPS.append("django_tasks_db")
+if TASK_BACKEND_CHOICE == "durable":
+    # The database store's tables (and their admin, not used here).
+    INSTALLED_APPS.append("django_tasks_local")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -84,11 +103,12 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": DATA_DIR / "db.sqlite3",
-        # Web threads, task workers and worker processes all write here: WAL
-        # lets readers go on during a write, IMMEDIATE takes the write lock
-        # up front, and the timeout waits for it rather than failing.
+        # Web processes, task workers and worker processes all write here:
+        # WAL lets readers go on during a write, IMMEDIATE takes the write
+        # lock up front, and the timeout waits for it rather than failing.
+        # The database store requires these (its checks E006 to E008).
         "OPTIONS": {
-            "init_command": "PRAGMA journal_mode=WAL;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         },

@@ -5,6 +5,14 @@ from django import forms
 
 class FetchForm(forms.Form):
     pages = forms.IntegerField(min_value=1, max_value=100, initial=15)
+    # Not an argument of the task: its run_after (view.start).
+    delay = forms.IntegerField(
+        min_value=0,
+        max_value=3600,
+        initial=0,
+        label="Start after",
+        help_text="Seconds: the job waits, READY, until then.",
+    )
 
 
 class PrimesForm(forms.Form):

@@ -34,10 +34,16 @@ def serve(backend: str, data_dir: Path) -> Iterator[DemoServer]:
         server.stop()
 
 
-@pytest.fixture(params=["local", "immediate", "db"])
+@pytest.fixture(params=["local", "immediate", "db", "durable"])
 def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DemoServer]:
     """The project served under each DEMO_TASKS_BACKEND in turn."""
     yield from serve(request.param, tmp_path)
+
+
+@pytest.fixture
+def durable_demo(tmp_path: Path) -> Iterator[DemoServer]:
+    """The project on the database store, served by gunicorn's worker processes."""
+    yield from serve("durable", tmp_path)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 migrate, runserver, and for the database backend the db_worker commands,
 with a data folder of its own and DEMO_TASKS_BACKEND: the only difference
-between the backends is that setting.
+between the backends is that setting. The durable setting is served as
+deployments are, by gunicorn with several worker processes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 DEMO_DIR = Path(__file__).resolve().parent.parent
 # Generous: the machine is small and shared.
 START_TIMEOUT = 60
+# gunicorn's worker processes under DEMO_TASKS_BACKEND=durable.
+GUNICORN_WORKERS = 3
 
 
 @dataclass
@@ -40,7 +43,15 @@ class DemoServer:
             "DEMO_TASKS_BACKEND": self.backend,
             "DEMO_DATA_DIR": str(self.data_dir),
             "PYTHONUNBUFFERED": "1",
+            # gunicorn (25.1 and later) puts its control socket there: each
+            # server its own.
+            "XDG_RUNTIME_DIR": str(self.data_dir),
         }
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether several processes serve the requests (gunicorn's workers)."""
+        return self.backend == "durable"
 
     def manage(self, *args: str) -> list[str]:
         return [sys.executable, str(DEMO_DIR / "manage.py"), *args]
@@ -52,28 +63,54 @@ class DemoServer:
             check=True,
             timeout=START_TIMEOUT,
         )
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}/"
-        self.launch("server", "runserver", "--noreload", f"127.0.0.1:{port}")
+        self.url = f"http://127.0.0.1:{free_port()}/"
+        self.start_server()
         if self.backend == "db":
             # django-tasks-db runs one backend alias per worker.
             for alias in ("io", "cpu"):
                 self.launch(
                     f"db_worker-{alias}",
-                    "db_worker",
-                    f"--backend={alias}",
-                    "--interval=0.1",
-                    "--no-startup-delay",
-                    "--no-reload",
+                    self.manage(
+                        "db_worker",
+                        f"--backend={alias}",
+                        "--interval=0.1",
+                        "--no-startup-delay",
+                        "--no-reload",
+                    ),
                 )
         self.wait_until_serving()
 
-    def launch(self, name: str, *args: str) -> None:
-        log = (self.data_dir / f"{name}.log").open("wb")
+    def start_server(self) -> None:
+        """Start the web server (again, after stop_server) on the project's port."""
+        bind = self.url.removeprefix("http://").rstrip("/")
+        if self.multiprocess:
+            command = [
+                *(sys.executable, "-m", "gunicorn", "--chdir", str(DEMO_DIR)),
+                *("--workers", str(GUNICORN_WORKERS), "--bind", bind),
+                *("--access-logfile", "-", "--access-logformat", "%(r)s %(s)s %(p)s"),
+                "demo.wsgi",
+            ]
+        else:
+            command = self.manage("runserver", "--noreload", bind)
+        self.launch("server", command)
+
+    def stop_server(self) -> None:
+        """Stop the web server as a process manager does: SIGTERM, then wait.
+
+        gunicorn's master passes the signal on to its workers, and exits
+        once they have.
+        """
+        server = self.processes["server"]
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=START_TIMEOUT)
+
+    def launch(self, name: str, command: list[str]) -> None:
+        # Appended to: a restarted server's log follows the first one's.
+        log = (self.data_dir / f"{name}.log").open("ab")
         # A session of its own, so that stopping it reaches the worker
         # processes it starts, too.
         self.processes[name] = subprocess.Popen(
-            self.manage(*args),
+            command,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -99,6 +136,7 @@ class DemoServer:
 
     @property
     def server_pid(self) -> int:
+        """runserver's process, or gunicorn's master."""
         return self.processes["server"].pid
 
     def stop(self) -> None:
@@ -123,3 +161,10 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of a running process (Linux: /proc)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+    return int(stat.rpartition(")")[2].split()[1])

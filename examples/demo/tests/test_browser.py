@@ -1,7 +1,9 @@
 """The example project in headless Chromium, under each DEMO_TASKS_BACKEND.
 
 The same page and the same tasks pass with every backend: swapping backends
-takes the one setting and nothing else.
+takes the one setting and nothing else. The durable setting is served by
+gunicorn's worker processes, any of which answers each poll, and survives a
+restart of the server.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import re
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 
-from demo_project import DemoServer
-from playwright.sync_api import Locator, Page, expect
+from demo_project import GUNICORN_WORKERS, DemoServer, parent_pid
+from playwright.sync_api import Locator, Page, Response, expect
 
 IMMEDIATE = "django.tasks.backends.immediate.ImmediateBackend"
 DATABASE = "django_tasks_db.DatabaseBackend"
@@ -25,9 +28,16 @@ BACKENDS = {
     },
     "immediate": {"io": IMMEDIATE, "cpu": IMMEDIATE},
     "db": {"io": DATABASE, "cpu": DATABASE},
+    "durable": {
+        "io": "django_tasks_local.ThreadPoolBackend (STORE: database)",
+        "cpu": "django_tasks_local.ProcessPoolBackend (STORE: database)",
+    },
 }
 # Milliseconds for a job to run to its end: generous, the machine is shared.
 FINISH_TIMEOUT = 60_000
+# Seconds a job waits (run_after) in the restart test: the server must stop
+# before then, which it does in a few seconds.
+DELAY = 12
 
 
 def start_job(page: Page, kind: str, **fields: str) -> None:
@@ -42,9 +52,32 @@ def wait_for_end(row: Locator, status: str) -> None:
     expect(row.locator(".status")).to_have_text(status, timeout=FINISH_TIMEOUT)
 
 
+def answering_processes(page: Page) -> set[int]:
+    """The pids of the server processes that answer the page's status polls,
+    added to the set as the answers come."""
+    pids: set[int] = set()
+
+    def record(response: Response) -> None:
+        served_by = response.headers.get("x-served-by")
+        if response.url.endswith("/status") and served_by:
+            pids.add(int(served_by))
+
+    page.on("response", record)
+    return pids
+
+
+def worker_pid(row: Locator) -> int:
+    """The pid in the worker id a row shows: "worker host:pid[:thread]"."""
+    worker = row.locator(".worker").inner_text()
+    match = re.match(r"worker [^:\s]+:(\d+)", worker)
+    assert match, worker
+    return int(match[1])
+
+
 def test_jobs_run_in_the_background_and_show_their_outcome(
     demo: DemoServer, page: Page, tmp_path: Path
 ) -> None:
+    answering = answering_processes(page)
     page.goto(demo.url)
     for alias, backend in BACKENDS[demo.backend].items():
         expect(page.locator(f'.backend[data-alias="{alias}"]')).to_have_text(
@@ -97,19 +130,31 @@ def test_jobs_run_in_the_background_and_show_their_outcome(
         expect(fetch.locator(".worker")).to_have_text(
             re.compile(rf"^worker \S+:{demo.server_pid}:django-tasks-local-io")
         )
-        worker = primes.locator(".worker").inner_text()
-        worker_pid = int(re.fullmatch(r"worker \S+:(\d+)", worker)[1])  # type: ignore[index]
-        assert worker_pid != demo.server_pid
+        assert worker_pid(primes) != demo.server_pid
+    elif demo.backend == "durable":
+        # I/O jobs run in a thread of one of gunicorn's workers, CPU jobs in
+        # a process of a worker's pool.
+        assert parent_pid(worker_pid(fetch)) == demo.server_pid
+        assert worker_pid(primes) not in {demo.server_pid, *answering}
     else:
         for row in (fetch, primes, failing):
             expect(row.locator(".worker")).to_have_text(re.compile(r"^worker \S+$"))
     page.screenshot(path=tmp_path / f"{demo.backend}-finished.png", full_page=True)
 
-    # The Job rows keep the outcome (for ImmediateBackend they are all there
-    # is; a pool forgets its results on restart), and the page shows it again.
-    assert wait_for_stored_statuses(
-        demo, {1: "FAILED", 2: "SUCCESSFUL", 3: "SUCCESSFUL"}
-    )
+    if demo.multiprocess:
+        # Whichever worker answered a poll had the job's state: the database
+        # store shares it. (Concurrent polls go to different workers.)
+        assert len(answering) > 1, answering
+        assert all(parent_pid(pid) == demo.server_pid for pid in answering)
+        assert len(answering) <= GUNICORN_WORKERS
+        assert wait_for_stored_statuses(
+            demo, {1: "FAILED", 2: "SUCCESSFUL", 3: "SUCCESSFUL"}
+        )
+    else:
+        assert answering == {demo.server_pid}
+
+    # The page shows the outcome again, from the backend (from the Job row
+    # for ImmediateBackend, which cannot give a result back later).
     page.reload()
     wait_for_end(failing, "FAILED")
     wait_for_end(primes, "SUCCESSFUL")
@@ -119,16 +164,68 @@ def test_jobs_run_in_the_background_and_show_their_outcome(
     )
 
 
+def stored_results(demo: DemoServer) -> dict[int, tuple[str, str]]:
+    """The database store's status and owner of each Job's result, by Job id."""
+    with closing(sqlite3.connect(demo.data_dir / "db.sqlite3")) as db:
+        rows = db.execute(
+            "SELECT job.id, result.status, result.owner FROM jobs_job job"
+            " JOIN django_tasks_local_storedresult result"
+            " ON result.id = job.result_id"
+        )
+        return {pk: (status, owner) for pk, status, owner in rows}
+
+
+def stored_leases(demo: DemoServer) -> int:
+    with closing(sqlite3.connect(demo.data_dir / "db.sqlite3")) as db:
+        return db.execute("SELECT count(*) FROM django_tasks_local_lease").fetchone()[0]
+
+
 def wait_for_stored_statuses(demo: DemoServer, expected: dict[int, str]) -> bool:
-    """Whether the Job rows reach the expected statuses within the deadline."""
-    # The task_finished receivers may write a moment after the page saw the end.
+    """Whether the database store's rows reach the expected statuses in time."""
+    # The owner writes a task's end a moment after it shows the end itself.
     deadline = time.monotonic() + FINISH_TIMEOUT / 1000
     while True:
-        with sqlite3.connect(demo.data_dir / "db.sqlite3") as db:
-            stored = dict(db.execute("SELECT id, status FROM jobs_job").fetchall())
+        stored = {pk: status for pk, (status, _) in stored_results(demo).items()}
         if stored == expected or time.monotonic() > deadline:
             return stored == expected
         time.sleep(0.1)
+
+
+def test_a_waiting_job_runs_after_the_server_restarts(
+    durable_demo: DemoServer, page: Page
+) -> None:
+    answering = answering_processes(page)
+    page.goto(durable_demo.url)
+    started = time.monotonic()
+    start_job(page, "fetch", pages="5", delay=str(DELAY))
+    waiting = page.locator("#job-1")
+    expect(waiting.locator(".status")).to_have_text("READY")
+    expect(waiting.locator(".count")).to_have_text(re.compile(r"^starts at "))
+    first_master = durable_demo.server_pid
+
+    durable_demo.stop_server()
+    stopped_after = time.monotonic() - started
+    # A clean shutdown: the job, never started, is left READY for any
+    # process to take (owner ""), and no process holds a lease any more.
+    assert stored_results(durable_demo) == {1: ("READY", "")}, (
+        f"the server took {stopped_after:.1f}s to stop; the job was due after {DELAY}s"
+    )
+    assert stored_leases(durable_demo) == 0
+    old_workers = set(answering)
+
+    # The page goes on polling through the restart; the new server's first
+    # request starts its store, which takes the job over.
+    durable_demo.start_server()
+    durable_demo.wait_until_serving()
+    wait_for_end(waiting, "SUCCESSFUL")
+    expect(waiting.locator(".count")).to_have_text("5 / 5")
+    assert json.loads(waiting.locator(".return-value").inner_text())["pages"] == 5
+    trail = waiting.locator(".trail").inner_text()
+    assert trail.startswith("READY") and trail.endswith("SUCCESSFUL"), trail
+    # It ran in a worker of the new server.
+    assert durable_demo.server_pid != first_master
+    assert parent_pid(worker_pid(waiting)) == durable_demo.server_pid
+    assert answering - old_workers, "no worker of the new server answered"
 
 
 def test_a_bad_parameter_is_reported_and_starts_nothing(
@@ -160,6 +257,23 @@ def test_an_unknown_backend_setting_is_named(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert (
-        "DEMO_TASKS_BACKEND must be one of local, immediate, db, not 'nonsense'."
-        in result.stderr
+        "DEMO_TASKS_BACKEND must be one of local, immediate, db, durable, "
+        "not 'nonsense'." in result.stderr
     )
+
+
+def test_a_memory_store_forgets_its_results_when_the_server_restarts(
+    local_demo: DemoServer, page: Page
+) -> None:
+    page.goto(local_demo.url)
+    start_job(page, "fetch", pages="1")
+    job = page.locator("#job-1")
+    wait_for_end(job, "SUCCESSFUL")
+
+    local_demo.stop_server()
+    local_demo.start_server()
+    local_demo.wait_until_serving()
+    page.reload()
+    # What DEMO_TASKS_BACKEND=durable is for: the page can only say so.
+    wait_for_end(job, "FORGOTTEN")
+    expect(job.locator(".outcome")).to_contain_text("no longer has this result")

@@ -22,6 +22,10 @@ function show(row, job) {
     trail.textContent += (trail.textContent ? " → " : "") + job.status;
   }
 
+  if (job.status === "READY" && job.run_after) {
+    const at = new Date(job.run_after).toLocaleTimeString();
+    row.querySelector(".count").textContent = `starts at ${at}`;
+  }
   if (job.progress) {
     row.querySelector("progress").max = job.progress.total;
     row.querySelector("progress").value = job.progress.done;
@@ -37,6 +41,8 @@ function show(row, job) {
     details.append(element("summary", lines[lines.length - 1]));
     details.append(element("pre", job.traceback, "traceback"));
     outcome.replaceChildren(details);
+  } else if (job.status === "FORGOTTEN") {
+    outcome.replaceChildren(element("span", job.note, "detail"));
   }
   row.querySelector(".worker").textContent = job.worker_id && `worker ${job.worker_id}`;
 }
@@ -45,6 +51,9 @@ async function poll(row) {
   try {
     const response = await fetch(row.dataset.statusUrl);
     if (response.ok) {
+      // Under several server processes, any one of them may answer.
+      const servedBy = response.headers.get("X-Served-By");
+      row.querySelector(".served-by").textContent = servedBy && `answered by process ${servedBy}`;
       const job = await response.json();
       show(row, job);
       if (job.finished) return;
