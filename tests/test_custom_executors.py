@@ -1,6 +1,6 @@
 """The basic task contract on the example backends of tests/custom_executors.py.
 
-Both run tasks in other processes (loky's worker processes; one Dask worker
+Each runs on the memory store and on the database store. Both run tasks in other processes (loky's worker processes; one Dask worker
 process with two threads), so these checks also show that a worker sets Django
 up and that a task's start, which such executors cannot report live, is applied
 with its true time and worker when the outcome arrives.
@@ -17,6 +17,7 @@ from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished, task_started
 from django.test import override_settings
 
+from django_tasks_local.models import StoredResult
 from tests import tasks
 from tests.helpers import DEADLINE, run_and_wait
 from tests.models import Record
@@ -25,7 +26,12 @@ from tests.models import Record
 # so what a test writes must be committed. All tests here are transactional
 # for another reason too: pytest-django runs transactional tests in a group of
 # their own, and a module split across groups would set the backends up twice.
-pytestmark = pytest.mark.django_db(transaction=True)
+# The database store's tests (the "-sqlite" aliases) reach its database too.
+pytestmark = pytest.mark.django_db(
+    transaction=True, databases=["default", "store_sqlite"]
+)
+
+ON_THE_DATABASE_STORE = {"STORE": "database", "DATABASE": "store_sqlite"}
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +60,32 @@ def executor_settings(dask_scheduler):
             "OPTIONS": {"MAX_WORKERS": 2, "SCHEDULER": dask_scheduler},
         },
     }
+    for name in ("loky", "dask"):
+        tasks[f"{name}-sqlite"] = {
+            "BACKEND": tasks[name]["BACKEND"],
+            "OPTIONS": {**tasks[name]["OPTIONS"], **ON_THE_DATABASE_STORE},
+        }
     with override_settings(TASKS=tasks):
         yield
         # Stop the workers (and Dask's client) before the cluster goes.
-        for alias in ("loky", "dask"):
+        for alias in ("loky", "dask", "loky-sqlite", "dask-sqlite"):
             task_backends[alias].close(timeout=DEADLINE)
 
 
-@pytest.fixture(params=["loky", "dask"])
+@pytest.fixture(params=["loky", "dask", "loky-sqlite", "dask-sqlite"])
 def backend(request, executor_settings):
     return task_backends[request.param]
+
+
+def test_the_database_store_records_the_result(backend):
+    result = run_and_wait(backend, tasks.add, 40, 2)
+    if backend.alias.endswith("-sqlite"):
+        stored = StoredResult.objects.using("store_sqlite").get(id=result.id)
+        assert (stored.status, stored.return_value) == ("SUCCESSFUL", 42)
+        assert stored.worker_ids == result.worker_ids
+        assert stored.started_at == result.started_at
+    else:
+        assert not StoredResult.objects.using("store_sqlite").filter(id=result.id)
 
 
 def test_success_normalizes_the_return_value(backend):

@@ -503,14 +503,27 @@ class Runtime:
         """An executor's own thread (a process pool's supervisor) relays a start
         that happened elsewhere: task_started goes to the signal thread."""
         if self._store.shared:
-            # In this thread, which records the task's end too: in order.
-            try:
-                self._save_start(result_id, worker_id, started_at)
-            except Exception:
-                logger.exception("Could not record the start of task %s.", result_id)
+            # In the signal thread, where the task's end is recorded too:
+            # in order, and never in an executor's thread that may not
+            # reach the database (an event loop's).
+            self._send_later(
+                partial(self._record_relayed_start, result_id, worker_id, started_at)
+            )
+            return
         copy = self._apply_start(result_id, worker_id, started_at)
         if copy is not None:
             self._send_later(partial(self._send, task_started, copy))
+
+    def _record_relayed_start(
+        self, result_id: str, worker_id: str, started_at: datetime
+    ) -> None:
+        try:
+            self._save_start(result_id, worker_id, started_at)
+        except Exception:
+            logger.exception("Could not record the start of task %s.", result_id)
+        copy = self._apply_start(result_id, worker_id, started_at)
+        if copy is not None:
+            self._send(task_started, copy)
 
     def _save_start(self, result_id: str, worker_id: str, started_at: datetime) -> None:
         with self._lock:
@@ -555,6 +568,15 @@ class Runtime:
     def _on_done(self, envelope: Envelope, future: Future[Outcome | None]) -> None:
         """The one completion callback, for the futures of either execution."""
         self._futures.pop(envelope.result_id, None)
+        if self._store.shared:
+            # The end is recorded in the store first: in the signal thread,
+            # since the executor's own thread may be an event loop (Dask's
+            # client), where Django's ORM refuses to run.
+            self._send_later(partial(self._apply_done, envelope, future))
+        else:
+            self._apply_done(envelope, future)
+
+    def _apply_done(self, envelope: Envelope, future: Future[Outcome | None]) -> None:
         try:
             outcome = future.result()
         except CancelledError:  # by _stop, before any worker took it
