@@ -436,8 +436,9 @@ class Runtime:
                 if result_id in self._futures
                 and self._store.get(result_id).status == READY
             }
-        # A cancelled future's callback fails its task NotStarted (_on_done):
-        # it is not among the running tasks that close() gives time to.
+        # A cancelled future's callback fails its task NotStarted (_on_done),
+        # or gives it up (a shared store): it is not among the running tasks
+        # that close() gives time to.
         cancelled = {
             result_id for result_id, future in unstarted.items() if future.cancel()
         }
@@ -451,6 +452,9 @@ class Runtime:
                 else "they were dropped.",
             )
             self._drop(dropped)
+            if self._store.shared:
+                # Now, not when their callbacks come: the exit may not wait.
+                self._give_up(list(cancelled))
         running = [result_id for result_id in running if result_id not in cancelled]
         return running, executor
 
@@ -771,20 +775,31 @@ class Runtime:
         """Tasks that no worker started, because the backend closed: failed,
         or, in a shared store, left READY for another process."""
         if self._store.shared:
-            result_ids = [envelope.result_id for envelope in envelopes]
-            with self._lock:
-                for result_id in result_ids:
-                    self._store.discard(result_id)
-                    self._running.discard(result_id)
-                    self._settle_locked(result_id, None)
-            try:
-                self._store.save_given_up(result_ids)
-            except Exception:
-                logger.exception("Could not give up %d tasks.", len(result_ids))
+            self._give_up([envelope.result_id for envelope in envelopes])
             return
         for envelope in envelopes:
             outcome = failed_outcome(NotStarted(_NOT_STARTED))
             self._submit(self._finish(envelope, outcome)[0])
+
+    def _give_up(self, result_ids: list[str]) -> None:
+        """Leave these unstarted tasks to other processes (a shared store)."""
+        with self._lock:
+            result_ids = [
+                result_id
+                for result_id in result_ids
+                if result_id in self._store
+                and self._store.get(result_id).status == READY
+            ]
+            for result_id in result_ids:
+                self._store.discard(result_id)
+                self._running.discard(result_id)
+                self._settle_locked(result_id, None)
+        if not result_ids:
+            return
+        try:
+            self._store.save_given_up(result_ids)
+        except Exception:
+            logger.exception("Could not give up %d tasks.", len(result_ids))
 
     def _waiting_count_locked(self) -> int:
         """Tasks enqueued that no worker has taken (their commit awaited, too)."""
