@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from django.db import connections, transaction
+from django.db.models import F
 from django.tasks import task
 from django.utils import timezone
 
@@ -336,6 +337,17 @@ def orm_roundtrip(label):
 @task
 def count_records(label):
     return Record.objects.filter(label=label).count()
+
+
+@task
+def write_record(label, using):
+    """On database ``using``, in one transaction: a row labelled ``label:<this
+    task's result id>``, and 1 added to the value of the row labelled ``label``."""
+    records = Record.objects.using(using)
+    with transaction.atomic(using=using):
+        records.create(label=f"{label}:{current_result_id.get()}", value=os.getpid())
+        records.filter(label=label).update(value=F("value") + 1)
+    return os.getpid()
 
 
 @task
