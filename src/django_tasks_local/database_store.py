@@ -28,15 +28,17 @@ so another process takes them at its next renewal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import threading
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections
-from django.db.models import Q
+from django.db.models import DateTimeField, Field, JSONField, Q
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.base import TaskError
 from django.tasks.exceptions import TaskResultDoesNotExist
@@ -56,6 +58,10 @@ NOBODY = ""
 #: The longest id a row holds (ids are 32 hex digits; a worker process's own
 #: forwarded enqueue may choose one).
 ID_LENGTH = 64
+
+
+class _PrivateConnection(threading.local):
+    connection: Any = None
 
 
 class DatabaseStore(ResultStore):
@@ -82,6 +88,48 @@ class DatabaseStore(ResultStore):
         self._stopping = threading.Event()
         self._open_lock = threading.Lock()
         self._open_error: BaseException | None = None
+        # SQLite lets one writer in at a time, and makes the others sleep
+        # (1 ms, 2 ms, 5 ms... up to its busy timeout) when they collide:
+        # this process's threads take turns on a lock of their own instead,
+        # woken the moment it is free. PostgreSQL locks rows, not the database.
+        self._sqlite = connections[database].vendor == "sqlite"
+        self._write_lock = threading.Lock() if self._sqlite else None
+        # This thread's own connection, for writes on SQLite (_connection).
+        self._private = _PrivateConnection()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this process's turn to write (SQLite), but never inside a
+        transaction: that one holds the database's write lock already, and
+        another thread waiting for it may hold the turn."""
+        if self._write_lock is None or connections[self.database].in_atomic_block:
+            yield
+            return
+        with self._write_lock:
+            yield
+
+    def _connection(self) -> Any:
+        """The connection for a write of a task's life.
+
+        Inside a transaction on the store's database, that transaction's
+        (so the write commits or rolls back with it). Otherwise, on SQLite,
+        one of this thread's own, kept open: the worker threads close their
+        connections around every task (``close_old_connections()``, as
+        Django does around a request), and the store writes before and after
+        each one; reopening a SQLite file costs more than the write. Not on
+        PostgreSQL, where each would hold a server connection for the life
+        of its thread: there ``CONN_MAX_AGE`` (or a pool) decides.
+        """
+        shared = connections[self.database]
+        if shared.in_atomic_block or not self._sqlite:
+            return shared
+        private = self._private.connection
+        if private is None:
+            settings = {**shared.settings_dict, "CONN_MAX_AGE": None}
+            private = self._private.connection = type(shared)(settings, self.database)
+        # Closed if an error left it broken: the next write reconnects.
+        private.close_if_unusable_or_obsolete()
+        return private
 
     def _rows(self) -> Any:
         return StoredResult.objects.using(self.database).filter(backend=self.alias)
@@ -181,7 +229,7 @@ class DatabaseStore(ResultStore):
         live = leases.filter(backend=self.alias, expires_at__gt=now).values("id")
         lost_owners = set(
             self._rows()
-            .filter(status__in=[READY, RUNNING])
+            .filter(finished_at__isnull=True)  # READY or RUNNING
             .exclude(owner__in=live)
             .exclude(owner=self.lease_id)
             .values_list("owner", flat=True)
@@ -245,43 +293,51 @@ class DatabaseStore(ResultStore):
 
     def save_enqueued(self, result: TaskResult[..., Any], *, held: bool) -> None:
         task = result.task
-        StoredResult(
-            id=result.id,
-            backend=self.alias,
-            task_path=task.module_path,
-            priority=task.priority,
-            queue_name=task.queue_name,
-            run_after=task.run_after,
-            takes_context=task.takes_context,
-            args=result.args,
-            kwargs=result.kwargs,
-            status=READY,
-            enqueued_at=result.enqueued_at,
-            owner=self.lease_id,
-            held=held,
-        ).save(using=self.database, force_insert=True)
+        values = {
+            "id": result.id,
+            "backend": self.alias,
+            "task_path": task.module_path,
+            "priority": task.priority,
+            "queue_name": task.queue_name,
+            "run_after": task.run_after,
+            "takes_context": task.takes_context,
+            "args": result.args,
+            "kwargs": result.kwargs,
+            "status": READY,
+            "enqueued_at": result.enqueued_at,
+            "started_at": None,
+            "last_attempted_at": None,
+            "finished_at": None,
+            "return_value": None,
+            "errors": [],
+            "worker_ids": [],
+            "owner": self.lease_id,
+            "dispatched": False,
+            "held": held,
+        }
+        with self._writing():
+            self._execute("insert", values.values())
 
     def save_committed(self, result_id: str) -> None:
-        self._owned(result_id).update(held=False)
+        with self._writing():
+            self._owned(result_id).update(held=False)
 
     def save_dispatched(self, result_id: str) -> None:
-        if not self._owned(result_id).filter(status=READY).update(dispatched=True):
+        with self._writing():
+            updated = self._execute(
+                "dispatch", [True, result_id, self.alias, self.lease_id, READY]
+            )
+        if not updated:
             raise NotOwned(self._not_owned(result_id))
 
     def save_started(
         self, result_id: str, worker_ids: list[str], started_at: datetime
     ) -> None:
-        updated = (
-            self._owned(result_id)
-            .filter(status=READY)
-            .update(
-                status=RUNNING,
-                started_at=started_at,
-                last_attempted_at=started_at,
-                worker_ids=worker_ids,
-                dispatched=True,
+        values = [RUNNING, started_at, started_at, worker_ids, True]
+        with self._writing():
+            updated = self._execute(
+                "start", [*values, result_id, self.alias, self.lease_id, READY]
             )
-        )
         if not updated:
             raise NotOwned(self._not_owned(result_id))
 
@@ -293,20 +349,21 @@ class DatabaseStore(ResultStore):
             }
             for error in result.errors
         ]
-        updated = (
-            self._owned(result.id)
-            .filter(status__in=[READY, RUNNING])
-            .update(
-                status=result.status,
-                started_at=result.started_at,
-                last_attempted_at=result.last_attempted_at,
-                finished_at=result.finished_at,
-                return_value=result._return_value,  # type: ignore[attr-defined]
-                errors=errors,
-                worker_ids=result.worker_ids,
-                dispatched=True,
-            )
-        )
+        values = [
+            result.status,
+            result.started_at,
+            result.last_attempted_at,
+            result.finished_at,
+            result._return_value,  # type: ignore[attr-defined]
+            errors,
+            result.worker_ids,
+            True,
+        ]
+        where = [result.id, self.alias, self.lease_id, READY, RUNNING]
+        with self._writing():
+            updated = self._execute("finish", [*values, *where])
+            # The oldest finished rows of this alias beyond max_results go.
+            self._execute("prune", [self.alias, self.alias, self.max_results])
         if not updated:
             logger.warning(
                 "%s: its end (%s) was not recorded, since %s",
@@ -314,28 +371,32 @@ class DatabaseStore(ResultStore):
                 result.status,
                 self._not_owned(result.id),
             )
-        self._prune()
 
     def save_given_up(self, result_ids: list[str]) -> None:
-        self._rows().filter(
-            id__in=result_ids, owner=self.lease_id, status=READY
-        ).update(owner=NOBODY, dispatched=False)
+        with self._writing():
+            self._rows().filter(
+                id__in=result_ids, owner=self.lease_id, status=READY
+            ).update(owner=NOBODY, dispatched=False)
 
     def save_rolled_back(self, result_id: str) -> None:
-        self._owned(result_id).filter(status=READY).delete()
+        with self._writing():
+            self._owned(result_id).filter(status=READY).delete()
 
-    def _prune(self) -> None:
-        """Delete the oldest finished rows of this alias beyond ``max_results``."""
-        finished = self._rows().filter(finished_at__isnull=False)
-        cutoff = (
-            finished.order_by("-finished_at")
-            .values_list("finished_at", flat=True)[
-                self.max_results : self.max_results + 1
-            ]
-            .first()
-        )
-        if cutoff is not None:
-            finished.filter(finished_at__lte=cutoff).delete()
+    def _execute(self, statement: str, values: Iterable[Any]) -> int:
+        """Run one of ``_statements``, with ``values``; the rows it changed.
+
+        In SQL of its own, not the ORM's: a task's life writes three times,
+        and building each query would cost more than running it.
+        """
+        connection = self._connection()
+        sql, fields = _statements(connection)[statement]
+        params = [
+            value if field is None else field.get_db_prep_save(value, connection)
+            for field, value in zip(fields, values, strict=True)
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.rowcount)
 
     def _not_owned(self, result_id: str) -> str:
         return (
@@ -361,6 +422,87 @@ class DatabaseStore(ResultStore):
                 "push them out."
             )
         return _to_result(row)
+
+
+# The statements of a task's life: (SQL, the field that prepares each
+# parameter, or None for a value taken as it is), per database vendor.
+_FieldList = list["Field[Any, Any] | None"]
+_statement_cache: dict[str, dict[str, tuple[str, _FieldList]]] = {}
+
+
+def _statements(connection: Any) -> dict[str, tuple[str, _FieldList]]:
+    cached = _statement_cache.get(connection.vendor)
+    if cached is not None:
+        return cached
+    quote = connection.ops.quote_name
+    meta = StoredResult._meta
+    table = str(quote(meta.db_table))
+
+    def field(name: str) -> Field[Any, Any] | None:
+        """The field that prepares a value of ``name``: only dates and JSON
+        need it; strings, numbers and booleans are taken as they are."""
+        found = meta.get_field(name)
+        needs_preparing = isinstance(found, DateTimeField | JSONField)
+        return found if needs_preparing else None  # type: ignore[return-value]
+
+    def column(name: str) -> str:
+        return str(quote(meta.get_field(name).column))  # type: ignore[union-attr]
+
+    def assignments(names: list[str]) -> str:
+        return ", ".join(f"{column(name)} = %s" for name in names)
+
+    owned = (
+        f"{column('id')} = %s AND {column('backend')} = %s AND {column('owner')} = %s"
+    )
+    owned_fields: _FieldList = [field("id"), field("backend"), field("owner")]
+    started = ["status", "started_at", "last_attempted_at", "worker_ids", "dispatched"]
+    finished = [
+        "status",
+        "started_at",
+        "last_attempted_at",
+        "finished_at",
+        "return_value",
+        "errors",
+        "worker_ids",
+        "dispatched",
+    ]
+    inserted = [f.name for f in meta.concrete_fields]
+    status, backend, finished_at = (
+        column("status"),
+        column("backend"),
+        column("finished_at"),
+    )
+    statements: dict[str, tuple[str, _FieldList]] = {
+        "insert": (
+            f"INSERT INTO {table} ({', '.join(column(name) for name in inserted)}) "
+            f"VALUES ({', '.join(['%s'] * len(inserted))})",
+            [field(name) for name in inserted],
+        ),
+        "dispatch": (
+            f"UPDATE {table} SET {assignments(['dispatched'])} "
+            f"WHERE {owned} AND {status} = %s",
+            [field("dispatched"), *owned_fields, None],
+        ),
+        "start": (
+            f"UPDATE {table} SET {assignments(started)} WHERE {owned} AND {status} = %s",
+            [*(field(name) for name in started), *owned_fields, None],
+        ),
+        "finish": (
+            f"UPDATE {table} SET {assignments(finished)} "
+            f"WHERE {owned} AND {status} IN (%s, %s)",
+            [*(field(name) for name in finished), *owned_fields, None, None],
+        ),
+        # Ties at the cutoff go too: the bound is kept, one row early.
+        "prune": (
+            f"DELETE FROM {table} WHERE {backend} = %s AND {finished_at} <= ("
+            f"SELECT {finished_at} FROM {table} WHERE {backend} = %s "
+            f"AND {finished_at} IS NOT NULL ORDER BY {finished_at} DESC "
+            "LIMIT 1 OFFSET %s)",
+            [None, None, None],
+        ),
+    }
+    _statement_cache[connection.vendor] = statements
+    return statements
 
 
 def _to_result(row: StoredResult) -> TaskResult[..., Any]:

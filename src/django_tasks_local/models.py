@@ -37,8 +37,10 @@ class StoredResult(models.Model):
 
     class Meta:
         verbose_name = "task result"
+        # Few indexes, since every one is written at each step of a task's
+        # life: (backend, finished_at) finds the unfinished rows (NULL) and
+        # the oldest finished ones.
         indexes = [
-            models.Index(fields=["backend", "status"], name="dtl_backend_status"),
             models.Index(
                 fields=["backend", "finished_at"], name="dtl_backend_finished"
             ),
