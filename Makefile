@@ -129,7 +129,7 @@ $(VENV_SEED)/.installed: scripts/find-python
 bench: $(VENV)/.installed $(VENV_SEED)/.installed ## Run the benchmarks, with django-tasks-local 2.0 beside ours; results in bench-results/ (docs/benchmarks.md)
 	$(VENV)/bin/python benchmarks/run.py
 
-bench-quick: $(VENV)/.installed $(VENV_SEED)/.installed ## Run a short benchmark pass (under a minute)
+bench-quick: $(VENV)/.installed $(VENV_SEED)/.installed ## Run a short benchmark pass (about two minutes)
 	$(VENV)/bin/python benchmarks/run.py --quick
 
 # NO_MKDOCS_2_WARNING: silences Material's banner about its own end of life,

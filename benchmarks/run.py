@@ -1,14 +1,18 @@
 """Benchmarks: our backends against raw executors (the floor) and other backends.
 
 Beside ours run Django's ImmediateBackend and the seed, django-tasks-local 2.0
-from PyPI, in a virtualenv of its own (benchmarks/seed_worker.py).
+from PyPI, in a virtualenv of its own (benchmarks/seed_worker.py). A second
+section, the database store, compares our thread backend on the database store
+(SQLite) with the same backend on the memory store and with django-tasks-db,
+whose ``db_worker`` processes it starts.
 
 Run from the repository root: ``python benchmarks/run.py`` (``make bench``), or
-``--quick`` for a pass of under a minute (``make bench-quick``). Every round
+``--quick`` for a pass of about two minutes (``make bench-quick``). Every round
 runs every scenario once per implementation, in a rotating order, so a burst
 of load on the machine hits all of them alike; the table shows medians over
 the rounds, and each ratio is the median of the per-round ratios to the raw
-executor of the same round. Every scenario checks every result it produced.
+executor (in the database store section: to django-tasks-db, and to our memory
+store) of the same round. Every scenario checks every result it produced.
 See docs/benchmarks.md for what each number means.
 """
 
@@ -21,9 +25,12 @@ import logging
 import multiprocessing
 import os
 import platform
+import random
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import timeit
 import tracemalloc
@@ -50,6 +57,10 @@ RESULTS_DIR = ROOT / "bench-results"
 # `make bench` installs the seed there (it has our import name).
 SEED_PYTHON = ROOT / ".venv-seed" / "bin" / "python"
 WAIT = 120.0  # seconds: a deadline, never reached unless something is broken
+# django-tasks-db: its db_worker's default --interval, and how often the
+# benchmark looks in its table for the end of the tasks it enqueued.
+TASKS_DB_INTERVAL = 1.0  # seconds
+TASKS_DB_POLL = 0.005  # seconds
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,11 @@ class Sizes:
     cpu_loop: int
     delay_samples_thread: int
     delay_samples_process: int
+    # The database store section.
+    store_enqueue_tasks: int
+    store_throughput_tasks: int
+    store_delay_samples: int
+    tasks_db_delay_samples: int
 
 
 FULL = Sizes(
@@ -77,6 +93,10 @@ FULL = Sizes(
     cpu_loop=1_500_000,
     delay_samples_thread=300,
     delay_samples_process=200,
+    store_enqueue_tasks=500,
+    store_throughput_tasks=2_000,
+    store_delay_samples=300,
+    tasks_db_delay_samples=20,
 )
 # The same scenarios, smaller: for a check of a change, not for the record.
 QUICK = Sizes(
@@ -90,6 +110,10 @@ QUICK = Sizes(
     cpu_loop=300_000,
     delay_samples_thread=50,
     delay_samples_process=50,
+    store_enqueue_tasks=200,
+    store_throughput_tasks=500,
+    store_delay_samples=50,
+    tasks_db_delay_samples=6,
 )
 
 
@@ -100,6 +124,8 @@ class Target:
     kind: str  # "ratio" or "absolute"
     op: str  # "<=" or ">="
     value: float
+    # What a ratio compares to: the scenario's baseline, named as in the table.
+    reference: str = "raw"
 
     def met(self, ratio: float | None, value: float | None) -> bool | None:
         measured = ratio if self.kind == "ratio" else value
@@ -108,7 +134,7 @@ class Target:
         return measured <= self.value if self.op == "<=" else measured >= self.value
 
     def __str__(self) -> str:
-        suffix = "x raw" if self.kind == "ratio" else ""
+        suffix = f"x {self.reference}" if self.kind == "ratio" else ""
         return f"{self.op} {self.value:g}{suffix}"
 
 
@@ -118,6 +144,12 @@ class Metric:
     label: str
     unit: str
     target: Target | None = None
+    # A second target the metric must also reach (the database store section).
+    also: Target | None = None
+
+    @property
+    def targets(self) -> list[Target]:
+        return [t for t in (self.target, self.also) if t is not None]
 
 
 @dataclass
@@ -129,6 +161,12 @@ class Scenario:
     impls: dict[str, Callable[[], dict[str, float]]]
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     ratios: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # The implementation the ratios compare to, and a second one ("memory":
+    # what the database store costs against our memory store).
+    baseline: str = "raw"
+    second_baseline: str | None = None
+    ratios2: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    group: str = "executors"
 
 
 def check(ok: bool, message: str) -> None:
@@ -215,6 +253,9 @@ class Bench:
         self.burn_result = tasks.burn(sizes.cpu_loop)
         self.warm_up()
         self.seed_worker = SeedWorker(sizes)
+        # The database store section, started by start_store_section().
+        self.db_workers: list[subprocess.Popen[bytes]] = []
+        self.store_backends: list[Any] = []
 
     def task(self, name: str, alias: str) -> Any:
         return getattr(self.tasks, f"{name}_task").using(backend=alias)
@@ -241,6 +282,16 @@ class Bench:
         for backend in (self.threads, self.threads2, self.processes):
             backend.close(WAIT)
         self.seed_worker.close()
+        for backend in self.store_backends:
+            backend.close(WAIT)
+        for worker in self.db_workers:
+            worker.terminate()
+        for worker in self.db_workers:
+            try:
+                worker.wait(10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
 
     # -- checks ------------------------------------------------------------
 
@@ -471,6 +522,208 @@ class Bench:
             _settle()
         return _delay_stats(delays)
 
+    # -- the database store section ----------------------------------------------
+    #
+    # Three implementations, each on a SQLite file of its own set as the
+    # database store asks (benchmarks/settings.py): "ours", our thread backend
+    # (4 workers) on the database store; "memory", the same backend on the
+    # memory store; "tasks_db", django-tasks-db, run by its own `db_worker`
+    # processes with their default options (one for the enqueue cost and the
+    # start delay, four for the throughput). Each uses a Task decorated in
+    # place (tasks.add_by_path, tasks.body_started_by_path), which a db_worker
+    # imports by its module_path.
+
+    def start_store_section(self) -> None:
+        """Migrate the section's databases, start the db_workers, warm everything."""
+        from django.conf import settings
+        from django.core.management import call_command
+        from django.tasks import task_backends
+
+        for database in (settings.STORE_DB, settings.TASKS_DB):
+            call_command("migrate", database=database, verbosity=0)
+        self.store_database = task_backends["store_database"]
+        self.store_memory = task_backends["store_memory"]
+        self.store_backends = [self.store_database, self.store_memory]
+        for alias, workers in (("tasks_db", 1), ("tasks_db4", 4)):
+            for _ in range(workers):
+                self.db_workers.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "django",
+                            "db_worker",
+                            "--backend",
+                            alias,
+                        ],
+                        stdin=subprocess.DEVNULL,
+                        # Its default INFO log lines, two a task, go nowhere.
+                        stdout=subprocess.DEVNULL,
+                    )
+                )
+        for backend in self.store_backends:
+            ids = [self.add_by_path(backend.alias).enqueue(i, 1).id for i in range(8)]
+            backend.wait_until_idle(WAIT)
+            self.check_store(backend, ids, "warm-up")
+        # Until every db_worker has run a task: all have started (each waits
+        # up to a second at start), and each one's Django is warm.
+        for alias, workers in (("tasks_db", 1), ("tasks_db4", 4)):
+            deadline = time.monotonic() + WAIT
+            seen: set[str] = set()
+            while len(seen) < workers:
+                check(time.monotonic() < deadline, f"warm-up: {alias}'s db_workers")
+                ids = [self.add_by_path(alias).enqueue(i, 1).id for i in range(20)]
+                self.wait_tasks_db(alias)
+                seen.update(self.check_tasks_db(ids, "warm-up"))
+
+    def add_by_path(self, alias: str) -> Any:
+        return self.tasks.add_by_path.using(backend=alias)
+
+    def check_store(self, backend: Any, ids: list[str], what: str) -> None:
+        """Every result, as the backend returns it, and on the database store as stored."""
+        self.check_ours(backend, ids, what)
+        if backend is not self.store_database:
+            return
+        from django.conf import settings
+
+        from django_tasks_local.models import StoredResult
+
+        rows = dict(
+            StoredResult.objects.using(settings.STORE_DB)
+            .filter(id__in=ids, status="SUCCESSFUL")
+            .values_list("id", "return_value")
+        )
+        check(
+            [rows.get(result_id) for result_id in ids]
+            == [i + 1 for i in range(len(ids))],
+            f"{what}: {len(ids) - len(rows)} of {len(ids)} rows of "
+            f"{backend.alias} not stored SUCCESSFUL with their return value",
+        )
+
+    def check_tasks_db(self, ids: list[str], what: str) -> set[str]:
+        """Every row SUCCESSFUL with its return value; the workers that ran them."""
+        from django_tasks_db.models import DBTaskResult
+
+        rows = {
+            str(row_id): (status, value, tuple(worker_ids))
+            for row_id, status, value, worker_ids in DBTaskResult.objects.filter(
+                id__in=ids
+            ).values_list("id", "status", "return_value", "worker_ids")
+        }
+        for i, result_id in enumerate(ids):
+            status, value, _ = rows.get(result_id, (None, None, ()))
+            check(
+                status == "SUCCESSFUL" and value == i + 1,
+                f"{what}: django-tasks-db task {i} is {status}, returned {value!r}",
+            )
+        return {worker for _, _, workers in rows.values() for worker in workers}
+
+    def wait_tasks_db(self, alias: str) -> None:
+        """Until no task of ``alias`` is READY or RUNNING (every earlier one has ended)."""
+        from django_tasks_db.models import DBTaskResult
+
+        unfinished = DBTaskResult.objects.filter(
+            backend_name=alias, status__in=["READY", "RUNNING"]
+        )
+        deadline = time.monotonic() + WAIT
+        while unfinished.exists():
+            check(time.monotonic() < deadline, f"{alias}: unfinished after {WAIT}s")
+            time.sleep(TASKS_DB_POLL)
+
+    def store_enqueue(self, backend: Any) -> dict[str, float]:
+        """Each enqueue() timed alone, while the workers run the tasks before it."""
+        count = self.sizes.store_enqueue_tasks
+        task = self.add_by_path(backend.alias)
+        ids, times = [], []
+        for i in range(count):
+            start = time.perf_counter()
+            result = task.enqueue(i, 1)
+            times.append(time.perf_counter() - start)
+            ids.append(result.id)
+        backend.wait_until_idle(WAIT)
+        self.check_store(backend, ids, "enqueue")
+        return _delay_stats(times)
+
+    def tasks_db_enqueue(self) -> dict[str, float]:
+        count = self.sizes.store_enqueue_tasks
+        task = self.add_by_path("tasks_db")
+        ids, times = [], []
+        for i in range(count):
+            start = time.perf_counter()
+            result = task.enqueue(i, 1)
+            times.append(time.perf_counter() - start)
+            ids.append(result.id)
+        self.wait_tasks_db("tasks_db")
+        self.check_tasks_db(ids, "enqueue")
+        return _delay_stats(times)
+
+    def store_throughput(self, backend: Any) -> dict[str, float]:
+        count = self.sizes.store_throughput_tasks
+        task = self.add_by_path(backend.alias)
+        ids = []
+        start = time.perf_counter()
+        for i in range(count):
+            ids.append(task.enqueue(i, 1).id)
+        backend.wait_until_idle(WAIT)
+        elapsed = time.perf_counter() - start
+        self.check_store(backend, ids, "throughput")
+        return {"per_s": count / elapsed}
+
+    def tasks_db_throughput(self) -> dict[str, float]:
+        """Four db_workers: until the poll (every TASKS_DB_POLL) finds all done."""
+        count = self.sizes.store_throughput_tasks
+        task = self.add_by_path("tasks_db4")
+        ids = []
+        start = time.perf_counter()
+        for i in range(count):
+            ids.append(task.enqueue(i, 1).id)
+        self.wait_tasks_db("tasks_db4")
+        elapsed = time.perf_counter() - start
+        self.check_tasks_db(ids, "throughput")
+        return {"per_s": count / elapsed}
+
+    def store_delay(self, backend: Any) -> dict[str, float]:
+        """From the enqueue() call to the body's start (which the task records)."""
+        task = self.tasks.body_started_by_path.using(backend=backend.alias)
+        delays = []
+        for _ in range(self.sizes.store_delay_samples):
+            start = time.perf_counter()
+            result = task.enqueue()
+            body = backend.wait_for_result(result.id, WAIT).return_value
+            check(body > start, "delay: the body started before its enqueue")
+            delays.append(body - start)
+            _settle()
+        return _delay_stats(delays)
+
+    def tasks_db_delay(self) -> dict[str, float]:
+        """As store_delay(), on the one default db_worker, which polls every second.
+
+        Each enqueue comes at a chosen point of the worker's polling cycle:
+        the worker polls again at once after a task, finds nothing, and
+        sleeps TASKS_DB_INTERVAL; the samples wait spread offsets (one in
+        each equal slice of the interval, in random order) after the last
+        task's end was seen, as arrivals at random times would.
+        """
+        from django_tasks_db.models import DBTaskResult
+
+        samples = self.sizes.tasks_db_delay_samples
+        offsets = [(i + random.random()) / samples for i in range(samples)]
+        random.shuffle(offsets)
+        task = self.tasks.body_started_by_path.using(backend="tasks_db")
+        delays = []
+        for offset in offsets:
+            time.sleep(offset * TASKS_DB_INTERVAL)
+            start = time.perf_counter()
+            result = task.enqueue()
+            self.wait_tasks_db("tasks_db")
+            status, body = DBTaskResult.objects.values_list(
+                "status", "return_value"
+            ).get(id=result.id)
+            check(status == "SUCCESSFUL", f"delay: django-tasks-db task is {status}")
+            check(body > start, "delay: the body started before its enqueue")
+            delays.append(body - start)
+        return _delay_stats(delays)
+
     # -- the scenarios -----------------------------------------------------------
 
     def seed(self, scenario: str) -> Callable[[], dict[str, float]]:
@@ -604,6 +857,69 @@ class Bench:
                     "seed": self.seed("delay_process"),
                 },
             ),
+            *self.store_scenarios(),
+        ]
+
+    def store_scenarios(self) -> list[Scenario]:
+        """The database store section: ours on SQLite, our memory store, django-tasks-db."""
+        s = self.sizes
+        group = "database store"
+        section = {
+            "baseline": "tasks_db",
+            "second_baseline": "memory",
+            "group": group,
+        }
+        return [
+            Scenario(
+                "store_enqueue",
+                "enqueue(), no-op task, 2 args, workers running",
+                [
+                    Metric(
+                        "p50",
+                        "p50 per call",
+                        "µs",
+                        Target("absolute", "<=", 1000),
+                        Target("ratio", "<=", 0.5, "django-tasks-db"),
+                    ),
+                    Metric("p99", "p99 per call", "µs"),
+                ],
+                {
+                    "ours": lambda: self.store_enqueue(self.store_database),
+                    "memory": lambda: self.store_enqueue(self.store_memory),
+                    "tasks_db": self.tasks_db_enqueue,
+                },
+                **section,
+            ),
+            Scenario(
+                "store_delay",
+                "start delay, enqueue() called to body start, idle",
+                [
+                    Metric(
+                        "p50",
+                        "p50",
+                        "µs",
+                        Target("ratio", "<=", 1 / 50, "django-tasks-db"),
+                    ),
+                    Metric("p99", "p99", "µs"),
+                ],
+                {
+                    "ours": lambda: self.store_delay(self.store_database),
+                    "memory": lambda: self.store_delay(self.store_memory),
+                    "tasks_db": self.tasks_db_delay,
+                },
+                **section,
+            ),
+            Scenario(
+                "store_throughput",
+                f"throughput, {s.store_throughput_tasks:,} no-op tasks, 4 workers",
+                [Metric("per_s", "tasks/s", "/s", Target("absolute", ">=", 1000))],
+                {
+                    "ours": lambda: self.store_throughput(self.store_database),
+                    "memory": lambda: self.store_throughput(self.store_memory),
+                    "tasks_db": self.tasks_db_throughput,
+                },
+                **section,
+            ),
         ]
 
 
@@ -672,16 +988,20 @@ def run(bench: Bench, scenarios: list[Scenario], rounds: int) -> None:
             for name in names[shift:] + names[:shift]:
                 gc.collect()
                 measured[name] = scenario.impls[name]()
+            references = [(scenario.baseline, scenario.ratios)]
+            if scenario.second_baseline is not None:
+                references.append((scenario.second_baseline, scenario.ratios2))
             for name, values in measured.items():
                 for key, value in values.items():
                     scenario.values.setdefault(name, {}).setdefault(key, []).append(
                         value
                     )
-                    raw = measured["raw"].get(key)
-                    if raw:
-                        scenario.ratios.setdefault(name, {}).setdefault(key, []).append(
-                            value / raw
-                        )
+                    for reference, ratios in references:
+                        base = measured[reference].get(key)
+                        if base:
+                            ratios.setdefault(name, {}).setdefault(key, []).append(
+                                value / base
+                            )
         print(
             f"round {round_index + 1}/{rounds} done in {time.perf_counter() - started:.1f}s",
             file=sys.stderr,
@@ -698,16 +1018,27 @@ def summarize(scenarios: list[Scenario]) -> list[dict[str, Any]]:
                 "metric": metric.key,
                 "label": metric.label,
                 "unit": metric.unit,
-                "target": str(metric.target) if metric.target else None,
+                "target": " and ".join(str(t) for t in metric.targets) or None,
+                "group": scenario.group,
+                "baseline": scenario.baseline,
+                "second_baseline": scenario.second_baseline,
             }
             for name in scenario.impls:
                 values = scenario.values[name][metric.key]
                 ratios = scenario.ratios.get(name, {}).get(metric.key)
                 row[name] = statistics.median(values)
                 row[f"{name}_ratio"] = statistics.median(ratios) if ratios else None
+                ratios2 = scenario.ratios2.get(name, {}).get(metric.key)
+                if ratios2:
+                    row[f"{name}_ratio2"] = statistics.median(ratios2)
                 row[f"{name}_rounds"] = values
-            if metric.target:
-                row["met"] = metric.target.met(row["ours_ratio"], row["ours"])
+            if metric.targets:
+                verdicts = [
+                    t.met(row["ours_ratio"], row["ours"]) for t in metric.targets
+                ]
+                row["met"] = (
+                    None if None in verdicts else all(v is True for v in verdicts)
+                )
             rows.append(row)
     return rows
 
@@ -726,36 +1057,46 @@ def _fmt_ratio(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.2f}x"
 
 
-def print_table(rows: list[dict[str, Any]]) -> str:
-    header = [
-        "scenario",
-        "metric",
-        "raw",
-        "ours",
-        "ours/raw",
-        "seed",
-        "seed/raw",
-        "immediate",
-        "target",
-        "",
-    ]
-    lines = []
-    for row in rows:
-        met = row.get("met")
-        lines.append(
-            [
-                row["title"],
-                f"{row['label']} ({row['unit']})",
-                _fmt(row.get("raw"), row["unit"]),
-                _fmt(row.get("ours"), row["unit"]),
-                _fmt_ratio(row.get("ours_ratio")),
-                _fmt(row.get("seed"), row["unit"]),
-                _fmt_ratio(row.get("seed_ratio")),
-                _fmt(row.get("immediate"), row["unit"]),
-                row["target"] or "",
-                {True: "met", False: "MISSED", None: ""}[met],
-            ]
-        )
+# The columns of each group's table: (header, implementation, what of it).
+_COLUMNS = {
+    "executors": [
+        ("raw", "raw", "value"),
+        ("ours", "ours", "value"),
+        ("ours/raw", "ours", "ratio"),
+        ("seed", "seed", "value"),
+        ("seed/raw", "seed", "ratio"),
+        ("immediate", "immediate", "value"),
+    ],
+    "database store": [
+        ("ours, database store (SQLite)", "ours", "value"),
+        ("ours, memory store", "memory", "value"),
+        ("django-tasks-db", "tasks_db", "value"),
+        ("ours/django-tasks-db", "ours", "ratio"),
+        ("database/memory store", "ours", "ratio2"),
+    ],
+}
+
+
+def _cells(row: dict[str, Any], missed: str) -> list[str]:
+    unit = row["unit"]
+    cells = [row["title"], f"{row['label']} ({unit})"]
+    for _, name, what in _COLUMNS[row.get("group", "executors")]:
+        if what == "value":
+            cells.append(_fmt(row.get(name), unit))
+        else:
+            cells.append(_fmt_ratio(row.get(f"{name}_{what}")))
+    cells.append(row["target"] or "")
+    cells.append({True: "met", False: missed, None: ""}[row.get("met")])
+    return cells
+
+
+def _header(group: str) -> list[str]:
+    return ["scenario", "metric", *(c[0] for c in _COLUMNS[group]), "target", ""]
+
+
+def print_table(rows: list[dict[str, Any]], group: str = "executors") -> str:
+    header = _header(group)
+    lines = [_cells(row, "MISSED") for row in rows]
     widths = [
         max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)
     ]
@@ -771,27 +1112,15 @@ def print_table(rows: list[dict[str, Any]]) -> str:
     return text
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]], group: str = "executors") -> str:
     """The result table as Markdown, for docs/benchmarks.md."""
+    header = _header(group)
     lines = [
-        "| scenario | metric | raw | ours | ours/raw | seed | seed/raw | immediate | target | |",
-        "|---|---|--:|--:|--:|--:|--:|--:|---|---|",
+        "| " + " | ".join(header) + " |",
+        "|---|---|" + "--:|" * len(_COLUMNS[group]) + "---|---|",
     ]
     for row in rows:
-        unit = row["unit"]
-        cells = [
-            row["title"],
-            f"{row['label']} ({unit})",
-            _fmt(row.get("raw"), unit),
-            _fmt(row.get("ours"), unit),
-            _fmt_ratio(row.get("ours_ratio")),
-            _fmt(row.get("seed"), unit),
-            _fmt_ratio(row.get("seed_ratio")),
-            _fmt(row.get("immediate"), unit),
-            row["target"] or "",
-            {True: "met", False: "**missed**", None: ""}[row.get("met")],
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_cells(row, "**missed**")) + " |")
     return "\n".join(lines)
 
 
@@ -922,10 +1251,20 @@ def machine(seed: SeedWorker) -> dict[str, Any]:
     }
 
 
+def store_machine() -> dict[str, Any]:
+    import sqlite3
+    from importlib.metadata import version
+
+    return {
+        "sqlite": sqlite3.sqlite_version,
+        "django_tasks_db": version("django-tasks-db"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="a short pass (under a minute)"
+        "--quick", action="store_true", help="a short pass (about two minutes)"
     )
     parser.add_argument(
         "--rounds", type=int, help="rounds (default 5, or 3 with --quick)"
@@ -956,6 +1295,23 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     began = time.perf_counter()
+    # The database store section's SQLite files: a fresh directory per run,
+    # which benchmarks/settings.py reads (and the db_workers inherit).
+    db_dir = tempfile.mkdtemp(prefix="django-tasks-local-bench-")
+    os.environ["DTL_BENCH_DB_DIR"] = db_dir
+    try:
+        return _main(args, sizes, rounds, began, parser)
+    finally:
+        shutil.rmtree(db_dir, ignore_errors=True)
+
+
+def _main(
+    args: argparse.Namespace,
+    sizes: Sizes,
+    rounds: int,
+    began: float,
+    parser: argparse.ArgumentParser,
+) -> int:
     bench = Bench(sizes)
     if args.task_logs_at_warning:
         logging.getLogger("django.tasks").setLevel(logging.WARNING)
@@ -976,13 +1332,22 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     try:
+        if any(s.group == "database store" for s in scenarios):
+            bench.start_store_section()
+            info |= store_machine()
         run(bench, scenarios, rounds)
     finally:
         bench.close()
     rows = summarize(scenarios)
+    executor_rows = [row for row in rows if row["group"] == "executors"]
+    store_rows = [row for row in rows if row["group"] == "database store"]
     print()
-    table = print_table(rows)
+    table = print_table(executor_rows) if executor_rows else ""
     print()
+    store_table = ""
+    if store_rows:
+        store_table = print_table(store_rows, "database store")
+        print()
     steps = anatomy(bench)
     steps_table = print_anatomy(steps)
     info["load_average_after"] = os.getloadavg()
@@ -996,7 +1361,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "rows": rows,
         "table": table,
-        "table_markdown": markdown_table(rows),
+        "table_markdown": markdown_table(executor_rows),
+        "store_table": store_table,
+        "store_table_markdown": markdown_table(store_rows, "database store")
+        if store_rows
+        else "",
         "anatomy": steps,
         "anatomy_table": steps_table,
     }

@@ -35,3 +35,24 @@ def burn(n):
 add_task = task(add)
 body_started_task = task(body_started)
 burn_task = task(burn)
+
+
+# The database store section: a worker in another process (django-tasks-db's
+# db_worker) imports a task by its module_path, so these are decorated in place.
+@task
+def add_by_path(a, b):
+    return a + b
+
+
+@task
+def body_started_by_path():
+    return time.perf_counter()
+
+
+# Threads of the diagnostics wait on these (store_breakdown.py), by name.
+EVENTS: dict = {}
+
+
+@task
+def wait_for_event(name):
+    EVENTS[name].wait(60)
