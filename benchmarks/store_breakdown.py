@@ -3,11 +3,8 @@
 ``python benchmarks/store_breakdown.py`` (from the repository root) prints:
 
 1. each write the database store makes in a task's life, timed alone in one
-   thread (no worker contending), beside the same statement sent as plain
-   SQL on the same connection: what the database costs, and what the ORM
-   adds;
-2. ``_prune()``, the query after every task's end, as the table fills;
-3. a cProfile of ``enqueue()`` on the database store, its four workers held
+   thread (no worker contending), round after round as the table fills;
+2. a cProfile of ``enqueue()`` on the database store, its four workers held
    busy so that the profile (which, from Python 3.12, sees every thread)
    holds the caller's thread alone: the top functions by own time, and the
    share of the ORM, of SQLite and of the rest.
@@ -19,7 +16,6 @@ from __future__ import annotations
 
 import cProfile
 import io
-import json
 import os
 import pstats
 import shutil
@@ -49,7 +45,6 @@ def timed(label: str, step: Any, count: int) -> None:
 
 def writes(rounds: int) -> None:
     from django.conf import settings
-    from django.db import connections
 
     from django_tasks_local.database_store import DatabaseStore
     from django_tasks_local.models import StoredResult
@@ -59,12 +54,6 @@ def writes(rounds: int) -> None:
         settings.STORE_MAX_RESULTS, alias="x", database=database, recovery_timeout=30
     )
     store._renew()
-    connection = connections[database]
-    table = StoredResult._meta.db_table
-    started_sql = (
-        f"UPDATE {table} SET status = %s, started_at = %s, last_attempted_at = %s, "
-        "worker_ids = %s, dispatched = %s WHERE id = %s AND owner = %s AND status = %s"
-    )
     for round_index in range(rounds):
         finished = StoredResult.objects.using(database).filter(
             backend="x", finished_at__isnull=False
@@ -73,10 +62,10 @@ def writes(rounds: int) -> None:
             f"round {round_index + 1}: {finished.count():,} finished rows, "
             f"MAX_RESULTS {store.max_results:,}, {COUNT:,} tasks"
         )
-        one_round(store, connection, started_sql)
+        one_round(store)
 
 
-def one_round(store: Any, connection: Any, started_sql: str) -> None:
+def one_round(store: Any) -> None:
     from django.utils import timezone
 
     from benchmarks import tasks
@@ -91,51 +80,34 @@ def one_round(store: Any, connection: Any, started_sql: str) -> None:
         for i in range(COUNT)
     ]
     now = timezone.now()
-    half = COUNT // 2
     timed(
-        "save_enqueued(): INSERT, ORM",
+        "save_enqueued(): the row's INSERT",
         lambda i: store.save_enqueued(results[i], held=False),
         COUNT,
     )
     timed(
-        "save_started(): UPDATE, ORM",
+        "save_started(): UPDATE",
         lambda i: store.save_started(results[i].id, ["w"], now),
-        half,
+        COUNT,
     )
-    stamp = connection.ops.adapt_datetimefield_value(now)
-
-    def started_plain(i: int) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                started_sql,
-                [
-                    "RUNNING",
-                    stamp,
-                    stamp,
-                    json.dumps(["w"]),
-                    True,
-                    results[half + i].id,
-                    store.lease_id,
-                    "READY",
-                ],
-            )
-
-    timed("the same UPDATE, plain SQL (connection.cursor())", started_plain, half)
     for result in results:
         object.__setattr__(result, "status", SUCCESSFUL)
         object.__setattr__(result, "started_at", now)
         object.__setattr__(result, "last_attempted_at", now)
         object.__setattr__(result, "finished_at", timezone.now())
         object.__setattr__(result, "_return_value", 2)
-    prune = store._prune
-    store._prune = lambda: None  # type: ignore[method-assign]
     timed(
-        "save_finished() without _prune(): UPDATE, ORM",
+        "save_finished(): UPDATE, then the prune's DELETE",
         lambda i: store.save_finished(results[i]),
         COUNT,
     )
-    store._prune = prune  # type: ignore[method-assign]
-    timed("_prune(): SELECT ... OFFSET MAX_RESULTS (+ DELETE)", lambda i: prune(), 200)
+    timed(
+        "the prune's DELETE alone (nothing past MAX_RESULTS)",
+        lambda i: store._execute(
+            "prune", [store.alias, store.alias, store.max_results]
+        ),
+        COUNT,
+    )
 
 
 def profile_enqueue() -> None:
