@@ -214,18 +214,40 @@ def run_code(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -c source args`` in the repository, on ``settings_module``
     (None: no settings module at all)."""
-    env = {**os.environ}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    if settings_module is not None:
-        env["DJANGO_SETTINGS_MODULE"] = settings_module
     return subprocess.run(
         [sys.executable, "-c", source, *args],
         cwd=REPO,
-        env=env,
+        env=_code_env(settings_module),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def start_code(
+    source: str,
+    *args: str,
+    output: Path,
+    settings_module: str | None = "tests.settings",
+) -> subprocess.Popen[bytes]:
+    """``run_code``, started and not waited for (a process to kill, say); its
+    stdout and stderr go to ``output``."""
+    with output.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", source, *args],
+            cwd=REPO,
+            env=_code_env(settings_module),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _code_env(settings_module: str | None) -> dict[str, str]:
+    env = {**os.environ}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    if settings_module is not None:
+        env["DJANGO_SETTINGS_MODULE"] = settings_module
+    return env
 
 
 @contextmanager

@@ -141,7 +141,7 @@ class DatabaseStore(ResultStore):
 
     def open(self, adopt: Adopt) -> None:
         """Register this process's lease (once), and start the keeper that renews it."""
-        if self._registered.is_set():
+        if self._registered.is_set() and self._open_error is None:
             return
         with self._open_lock:
             if self._keeper is None:
@@ -153,6 +153,13 @@ class DatabaseStore(ResultStore):
                     daemon=True,
                 )
                 self._keeper.start()
+        if connections[self.database].in_atomic_block and not self._registered.is_set():
+            # The keeper's first write may wait for the caller's transaction
+            # (SQLite locks the whole database): waiting for the keeper here
+            # would deadlock. Until it registers, another process may take
+            # this process's READY rows over; its conditional writes keep
+            # the task from running twice. An error is raised at the next open.
+            return
         self._registered.wait()
         if self._open_error is not None:
             error, self._open_error = self._open_error, None

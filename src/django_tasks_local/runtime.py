@@ -942,7 +942,7 @@ class Runtime:
         hook = _CommitHook(self, envelope, held)
         with self._lock:
             self._uncommitted.add(envelope.result_id)
-        weakref.finalize(hook, self._forget_uncommitted, envelope.result_id)
+        weakref.finalize(hook, self._forget_uncommitted, envelope.result_id, held)
         connection.on_commit(hook)
 
     def _release_committed(self, envelope: Envelope, held: bool) -> None:
@@ -952,7 +952,7 @@ class Runtime:
             self._store.save_committed(envelope.result_id)
         self._release(envelope)
 
-    def _forget_uncommitted(self, result_id: str) -> None:
+    def _forget_uncommitted(self, result_id: str, held: bool) -> None:
         """The enqueue was rolled back: the result vanishes with it."""
         with self._lock:
             if result_id not in self._uncommitted:
@@ -960,9 +960,11 @@ class Runtime:
             self._uncommitted.discard(result_id)
             self._store.discard(result_id)
             self._settle_locked(result_id, None)
-        if self._store.shared:
+        if held:
             # A row written outside the transaction (held) goes too; at once,
-            # so that no reader finds it after the rollback.
+            # so that no reader finds it after the rollback. A row written
+            # inside it went with it: no query here, on a connection that
+            # is still rolling back.
             try:
                 self._store.save_rolled_back(result_id)
             except Exception:
