@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.tasks import task_backends
 from django.test import override_settings
 
 from tests.helpers import temporary_alias
+from tests.tasks import square
 
 
 def store_errors(database: str = "default", **overrides) -> list[checks.CheckMessage]:
@@ -127,3 +129,12 @@ def test_bad_store_options(option, value, message):
         [error] = task_backends[alias].check()
     assert error.id == "django_tasks_local.E002"
     assert message in error.msg
+
+
+def test_a_store_that_cannot_start_says_why_at_enqueue():
+    expected = r"'nowhere', which is not in DATABASES.*\(django_tasks_local.E005\)"
+    with (
+        temporary_alias("threads", STORE="database", DATABASE="nowhere") as alias,
+        pytest.raises(ImproperlyConfigured, match=expected),
+    ):
+        square.using(backend=alias).enqueue(2)

@@ -190,6 +190,13 @@ class ExecutorBackend(BaseTaskBackend):
     def _create_store(self) -> ResultStore:
         if self.settings["STORE"] == "memory":
             return ResultStore(self.settings["MAX_RESULTS"])
+        from ..store_checks import check_database_store
+
+        # Without the app or the database it cannot start at all; SQLite
+        # settings that may fail under load (E006-E008) are the checks' to say.
+        for error in check_database_store(self.alias, self.settings["DATABASE"]):
+            if error.id in {"django_tasks_local.E004", "django_tasks_local.E005"}:
+                raise ImproperlyConfigured(f"{error.msg} {error.hint} ({error.id})")
         from ..database_store import DatabaseStore
 
         return DatabaseStore(
