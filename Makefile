@@ -106,7 +106,7 @@ example: $(VENV)/.installed ## Set up and serve the example project (PORT=8000, 
 # Not part of `make test` or CI: some of Django's tests fail by design on our
 # backends (docs/django-test-suite.md). Needs PyPI, for Django's sdist, the
 # first time per Django version; it is kept in .django-suite/.
-django-tests: $(VENV)/.installed ## Run Django's tests/tasks/ suite on both backends (DJANGO_TESTS_ARGS=--strict ...)
+django-tests: $(VENV)/.installed ## Run Django's tests/tasks/ suite on both backends, on both stores (DJANGO_TESTS_ARGS=--strict ...)
 	scripts/run-django-task-tests $(DJANGO_TESTS_ARGS)
 
 # The seed release has our import name, so it gets a virtualenv of its own,

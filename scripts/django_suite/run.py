@@ -1,5 +1,8 @@
 """Run Django's own tests/tasks/ suite against ThreadPoolBackend and ProcessPoolBackend.
 
+Each on the memory store (``thread``, ``process``) and on the database store
+(``thread-database``, ``process-database``).
+
 Used through ``scripts/run-django-task-tests`` (``make django-tests``); see
 docs/django-test-suite.md. Steps:
 
@@ -52,7 +55,13 @@ KNOWN_FAILURES = {
     },
     "gap": set(),
 }
-BACKENDS = ["thread", "process"]
+BACKENDS = ["thread", "process", "thread-database", "process-database"]
+#: The database store's database alias (suite_settings.STORE_DATABASE).
+STORE_DATABASE = "tasks_store"
+
+
+def on_database_store(backend: str) -> bool:
+    return backend.endswith("-database")
 
 
 class HarnessError(Exception):
@@ -190,6 +199,41 @@ class RecordingResult(unittest.TextTestResult):
         self._record(test, "failed", "unexpected success")
 
 
+def allow_store_queries(test: unittest.TestCase) -> None:
+    """Let the test's class query the database store's database.
+
+    Django's SimpleTestCase and TransactionTestCase refuse queries on every
+    database alias not in the class's ``databases`` (``_add_databases_failures``
+    patches the test thread's connection to that alias). The store reads
+    through the ORM on the calling thread's connection, and commits a held
+    result from the ``on_commit`` callback, on the test's thread: so each
+    class that reaches our backend gets ``tasks_store`` in its ``databases``,
+    as a project's own tests of a backend on the store would declare it. The
+    runner then also sets that database up (the file, migrated) and removes
+    it at the end, as it does each test database. (The store's writes outside
+    a transaction and the workers' queries go through connections of their
+    own, which the patch does not reach.)
+
+    Not for a TestCase: it would wrap each test in a transaction on
+    ``tasks_store``, whose write lock (SQLite locks the whole file) the
+    workers' writes would then wait on. No test of tests/tasks/ that reaches
+    ImmediateBackend is one; if one becomes one, this says so.
+    """
+    from django.test import SimpleTestCase, TestCase
+
+    cls = type(test)
+    if not issubclass(cls, SimpleTestCase) or cls.databases == "__all__":
+        return
+    if issubclass(cls, TestCase):
+        raise RuntimeError(
+            f"{cls.__qualname__} is a TestCase: its transaction around each test "
+            f"would lock the store's SQLite database {STORE_DATABASE!r} against "
+            "the workers. The harness cannot run it on the database store."
+        )
+    if STORE_DATABASE not in cls.databases:
+        cls.databases = {*cls.databases, STORE_DATABASE}
+
+
 def run_child(backend: str, modules: list[str], out: Path, verbosity: int) -> None:
     """In a fresh interpreter set up on suite_settings: run and record."""
     import django
@@ -198,6 +242,8 @@ def run_child(backend: str, modules: list[str], out: Path, verbosity: int) -> No
 
     django.setup()
     import suite_backends
+
+    from django_tasks_local.runtime import close_for_exit
 
     backend_class = suite_backends.install(backend)
     recorded: dict[str, dict[str, str]] = {}
@@ -210,6 +256,8 @@ def run_child(backend: str, modules: list[str], out: Path, verbosity: int) -> No
             for test in iter_test_cases(suite):
                 if reaches_immediate(test):
                     kept.addTest(test)
+                    if on_database_store(backend):
+                        allow_store_queries(test)
                 else:
                     not_run.append(test_id(test))
             print(
@@ -227,9 +275,28 @@ def run_child(backend: str, modules: list[str], out: Path, verbosity: int) -> No
             recorded.update(result.outcomes)
             return result
 
+        def teardown_databases(self, old_config: Any, **kwargs: Any) -> None:
+            # Stop every backend (its workers, and on the database store its
+            # lease keeper, which deletes its lease) while the test databases
+            # are still there, not at the interpreter's exit after them.
+            close_for_exit()
+            if on_database_store(backend):
+                # Evidence that the results went through the store.
+                from django_tasks_local.models import StoredResult
+
+                rows = StoredResult.objects.using(STORE_DATABASE).count()
+                print(f"{rows} task results in the database store.", flush=True)
+            super().teardown_databases(old_config, **kwargs)
+
+    store = (
+        f"the database store ({STORE_DATABASE!r})"
+        if on_database_store(backend)
+        else "the memory store"
+    )
     print(
         f">> Django {django.get_version()}, tests/tasks/ on "
-        f"{backend_class.__bases__[-1].__name__} (waiting after each enqueue)",
+        f"{backend_class.__bases__[-1].__name__} on {store} "
+        "(waiting after each enqueue)",
         flush=True,
     )
     Runner(verbosity=verbosity, interactive=False).run_tests(
@@ -256,8 +323,13 @@ def run_backend(
         [str(tests_dir), str(HERE), *filter(None, [env.get("PYTHONPATH")])]
     )
     env["DJANGO_SETTINGS_MODULE"] = "suite_settings"
+    env.pop("DJANGO_SUITE_STORE_DB", None)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "outcomes.json"
+        if on_database_store(backend):
+            # The database store's SQLite file, a fresh one per run; through
+            # the environment, the spawned workers' settings name it too.
+            env["DJANGO_SUITE_STORE_DB"] = str(Path(scratch) / "tasks_store.sqlite3")
         command = [
             sys.executable,
             str(Path(__file__)),
@@ -335,7 +407,7 @@ def main() -> int:
         "--backend",
         action="append",
         choices=BACKENDS,
-        help="run on this backend only (repeatable; default: both)",
+        help="run on this backend only (repeatable; default: all four)",
     )
     parser.add_argument(
         "--module",

@@ -10,6 +10,11 @@ at once. The classes here wait, after each enqueue, for the result to finish
 and return it as it then is, so a test reads the same finished result.
 Inside ``transaction.atomic()`` (with ENQUEUE_ON_COMMIT on) the task only
 starts at commit: there the READY result is returned without waiting.
+
+The ``-database`` names run the same classes on the database store
+(``OPTIONS`` ``STORE`` ``"database"``, on the ``tasks_store`` alias that
+suite_settings defines for those runs): ``install()`` adds those options to
+the settings of every swapped backend.
 """
 
 from __future__ import annotations
@@ -53,7 +58,19 @@ class WaitingProcessPoolBackend(WaitingMixin, ProcessPoolBackend):
 BACKENDS: dict[str, type[ExecutorBackend]] = {
     "thread": WaitingThreadPoolBackend,
     "process": WaitingProcessPoolBackend,
+    "thread-database": WaitingThreadPoolBackend,
+    "process-database": WaitingProcessPoolBackend,
 }
+
+#: The database alias of the database store (suite_settings.STORE_DATABASE).
+STORE_DATABASE = "tasks_store"
+
+
+def store_options(name: str) -> dict[str, Any]:
+    """The OPTIONS that the backend ``name`` adds to each swapped backend's."""
+    if name.endswith("-database"):
+        return {"STORE": "database", "DATABASE": STORE_DATABASE}
+    return {}
 
 
 def _waits_for_commit(backend: Any) -> bool:
@@ -68,11 +85,15 @@ def _waits_for_commit(backend: Any) -> bool:
 def install(name: str) -> type[ExecutorBackend]:
     """Make every ``TASKS`` entry naming ImmediateBackend build ``BACKENDS[name]``."""
     backend_class = BACKENDS[name]
+    extra_options = store_options(name)
     original = TaskBackendHandler.create_connection
 
     def create_connection(self: TaskBackendHandler, alias: str) -> Any:
         params = self.settings[alias]
         if params["BACKEND"] == IMMEDIATE:
+            if extra_options:
+                options = {**params.get("OPTIONS", {}), **extra_options}
+                params = {**params, "OPTIONS": options}
             return backend_class(alias=alias, params=params)
         return original(self, alias)
 
