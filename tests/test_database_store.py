@@ -479,6 +479,23 @@ def test_max_results_bounds_the_finished_rows_of_its_alias(
         assert rows(alias).get(id=later.id).status == "READY"
 
 
+@pytest.mark.parametrize("like", THREAD_STORES)
+def test_past_the_bound_the_oldest_tenth_goes_at_once(like: str) -> None:
+    # MAX_RESULTS 20: past it, the finished rows go down to 18 (a tenth less),
+    # the newest kept; the bound itself is never passed.
+    with store_alias(like, MAX_RESULTS=20, MAX_WORKERS=1) as alias:
+        done = []
+        counts = []
+        for _ in range(45):
+            done.append(run_and_wait(alias, tasks.noop).id)
+            counts.append(rows(alias).filter(finished_at__isnull=False).count())
+        kept = set(rows(alias).values_list("id", flat=True))
+    assert counts[:20] == list(range(1, 21))
+    assert max(counts) == 20
+    assert 18 in counts[20:]
+    assert kept == set(done[-counts[-1] :])
+
+
 # -- transactions ------------------------------------------------------------
 
 

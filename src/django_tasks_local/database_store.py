@@ -29,6 +29,7 @@ so another process takes them at its next renewal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -58,6 +59,39 @@ NOBODY = ""
 #: The longest id a row holds (ids are 32 hex digits; a worker process's own
 #: forwarded enqueue may choose one).
 ID_LENGTH = 64
+
+
+class _Turns:
+    """One writer at a time; one marked ``first`` goes before those waiting.
+
+    A plain lock lets a worker that writes its task's end, then the prune,
+    then its next task's start, take it again and again while an enqueue
+    waits.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._taken = False
+        self._firsts_waiting = 0
+
+    @contextlib.contextmanager
+    def turn(self, *, first: bool) -> Iterator[None]:
+        with self._changed:
+            if first:
+                self._firsts_waiting += 1
+                while self._taken:
+                    self._changed.wait()
+                self._firsts_waiting -= 1
+            else:
+                while self._taken or self._firsts_waiting:
+                    self._changed.wait()
+            self._taken = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._taken = False
+                self._changed.notify_all()
 
 
 class _PrivateConnection(threading.local):
@@ -93,19 +127,19 @@ class DatabaseStore(ResultStore):
         # this process's threads take turns on a lock of their own instead,
         # woken the moment it is free. PostgreSQL locks rows, not the database.
         self._sqlite = connections[database].vendor == "sqlite"
-        self._write_lock = threading.Lock() if self._sqlite else None
+        self._turns = _Turns() if self._sqlite else None
         # This thread's own connection, for writes on SQLite (_connection).
         self._private = _PrivateConnection()
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, *, first: bool = False) -> Iterator[None]:
         """Hold this process's turn to write (SQLite), but never inside a
         transaction: that one holds the database's write lock already, and
         another thread waiting for it may hold the turn."""
-        if self._write_lock is None or connections[self.database].in_atomic_block:
+        if self._turns is None or connections[self.database].in_atomic_block:
             yield
             return
-        with self._write_lock:
+        with self._turns.turn(first=first):
             yield
 
     def _connection(self) -> Any:
@@ -322,7 +356,9 @@ class DatabaseStore(ResultStore):
             "dispatched": False,
             "held": held,
         }
-        with self._writing():
+        # First in line: a caller waits for its enqueue, a worker's writes
+        # can wait for it.
+        with self._writing(first=True):
             self._execute("insert", values.values())
 
     def save_committed(self, result_id: str) -> None:
@@ -369,8 +405,12 @@ class DatabaseStore(ResultStore):
         where = [result.id, self.alias, self.lease_id, READY, RUNNING]
         with self._writing():
             updated = self._execute("finish", [*values, *where])
-            # The oldest finished rows of this alias beyond max_results go.
-            self._execute("prune", [self.alias, self.alias, self.max_results])
+            # Past max_results finished rows, the oldest go: down to
+            # max_results less a tenth, so that the next few task ends only
+            # look (a deletion costs more than the look).
+            kept = self.max_results - self.max_results // 10
+            alias = self.alias
+            self._execute("prune", [alias, alias, self.max_results, alias, kept])
         if not updated:
             logger.warning(
                 "%s: its end (%s) was not recorded, since %s",
@@ -401,6 +441,13 @@ class DatabaseStore(ResultStore):
             value if field is None else field.get_db_prep_save(value, connection)
             for field, value in zip(fields, values, strict=True)
         ]
+        if connection.vendor == "sqlite" and not connection.in_atomic_block:
+            # This thread's own connection (_connection): straight to the
+            # driver, with its "?" placeholders, past Django's cursor
+            # wrapper, which rewrites the SQL at each call.
+            connection.ensure_connection()
+            with connection.wrap_database_errors:
+                return int(connection.connection.execute(_qmarks(sql), params).rowcount)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return int(cursor.rowcount)
@@ -479,6 +526,11 @@ def _statements(connection: Any) -> dict[str, tuple[str, _FieldList]]:
         column("backend"),
         column("finished_at"),
     )
+    # The finish time of one of the alias's finished rows, newest first.
+    newest = (
+        f"SELECT {finished_at} FROM {table} WHERE {backend} = %s "
+        f"AND {finished_at} IS NOT NULL ORDER BY {finished_at} DESC LIMIT 1"
+    )
     statements: dict[str, tuple[str, _FieldList]] = {
         "insert": (
             f"INSERT INTO {table} ({', '.join(column(name) for name in inserted)}) "
@@ -499,17 +551,23 @@ def _statements(connection: Any) -> dict[str, tuple[str, _FieldList]]:
             f"WHERE {owned} AND {status} IN (%s, %s)",
             [*(field(name) for name in finished), *owned_fields, None, None],
         ),
-        # Ties at the cutoff go too: the bound is kept, one row early.
+        # If a finished row lies past the bound (the first OFFSET), all from
+        # the cutoff (the second) go; ties at the cutoff too: one row early.
+        # (Else the cutoff is NULL, and the cutoff's own look is not made.)
         "prune": (
             f"DELETE FROM {table} WHERE {backend} = %s AND {finished_at} <= ("
-            f"SELECT {finished_at} FROM {table} WHERE {backend} = %s "
-            f"AND {finished_at} IS NOT NULL ORDER BY {finished_at} DESC "
-            "LIMIT 1 OFFSET %s)",
-            [None, None, None],
+            f"CASE WHEN EXISTS ({newest} OFFSET %s) THEN ({newest} OFFSET %s) END)",
+            [None, None, None, None, None],
         ),
     }
     _statement_cache[connection.vendor] = statements
     return statements
+
+
+@functools.cache
+def _qmarks(sql: str) -> str:
+    """The statement with SQLite's own placeholders (none of ours holds a "%")."""
+    return sql.replace("%s", "?")
 
 
 def _to_result(row: StoredResult) -> TaskResult[..., Any]:

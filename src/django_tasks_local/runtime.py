@@ -26,6 +26,18 @@ A worker loop sends its task's signals itself. For one call per task, the
 executor's thread (a process pool's supervisor) does only the bookkeeping,
 and the runtime's signal thread sends the signals and wakes the waiters.
 
+The store. The runtime keeps the results this process owns in its store's
+table, and tells the store each step (``save_*``) outside the lock. A
+shared store (the database store) records them where every process reads
+them, before this process applies them: the row at enqueue, in the caller's
+transaction; the start before the body runs (a task another process took
+over is refused: ``NotOwned``); the end before it is applied here. For one
+call per task, those writes go through the signal thread, since an
+executor's callback thread may be an event loop, where Django's ORM may not
+run. At close and at exit, a shared store's unstarted tasks are given up
+(left READY for another process) instead of failed; a result this process
+does not hold is read, and waited for, in the store.
+
 The lock rule. ``_lock`` guards every attribute below it (but for the
 unlocked first reads of ``_executor`` and ``_signal_thread``, each followed
 by a locked one, and ``_futures``, which is written with single dict
