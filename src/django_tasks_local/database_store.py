@@ -168,6 +168,10 @@ class DatabaseStore(ResultStore):
     def _rows(self) -> Any:
         return StoredResult.objects.using(self.database).filter(backend=self.alias)
 
+    def _unfinished(self, owner: str) -> Any:
+        # finished_at IS NULL: found by the (backend, finished_at) index.
+        return self._rows().filter(finished_at__isnull=True, owner=owner)
+
     def _owned(self, result_id: str) -> Any:
         return self._rows().filter(id=result_id, owner=self.lease_id)
 
@@ -280,9 +284,9 @@ class DatabaseStore(ResultStore):
         failed: list[TaskResult[..., Any]] = []
         for owner in lost_owners:
             failed += self._fail_lost(owner, now)
-            self._rows().filter(owner=owner, status=READY, held=True).delete()
-            waiting = self._rows().filter(
-                owner=owner, status=READY, dispatched=False, held=False
+            self._unfinished(owner).filter(status=READY, held=True).delete()
+            waiting = self._unfinished(owner).filter(
+                status=READY, dispatched=False, held=False
             )
             ids = list(waiting.values_list("id", flat=True))
             # Conditional on the old owner: of two processes recovering at
@@ -303,8 +307,8 @@ class DatabaseStore(ResultStore):
 
     def _fail_lost(self, owner: str, now: datetime) -> list[TaskResult[..., Any]]:
         """FAILED, with ProcessLost, for the tasks of ``owner`` that may have started."""
-        may_have_started = self._rows().filter(
-            Q(status=RUNNING) | Q(status=READY, dispatched=True), owner=owner
+        may_have_started = self._unfinished(owner).filter(
+            Q(status=RUNNING) | Q(status=READY, dispatched=True)
         )
         ids = list(may_have_started.values_list("id", flat=True))
         if not ids:

@@ -44,7 +44,6 @@ class StoredResult(models.Model):
             models.Index(
                 fields=["backend", "finished_at"], name="dtl_backend_finished"
             ),
-            models.Index(fields=["owner"], name="dtl_owner"),
         ]
 
     def __str__(self) -> str:
