@@ -256,7 +256,8 @@ def test_a_killed_process_tasks_are_settled_by_the_next_one(
         for result_id in running:
             assert_lost(alias, result_id, owner, child.pid)
         for result_id in ready:
-            result = backend.get_result(result_id)
+            # Held here, where the end is applied just after the store has it.
+            result = backend.wait_for_result(result_id, DEADLINE)
             assert result.status == "SUCCESSFUL", result.errors
             # Run here, by the process that took it over.
             assert result.worker_ids[0].split(":")[1] != str(child.pid)
@@ -324,7 +325,8 @@ def test_a_clean_exit_leaves_unstarted_tasks_to_another_process(
         backend.runtime.open_store()
         wait_until(settled(alias, ready), message="the given-up tasks run here")
         for result_id in ready:
-            assert backend.get_result(result_id).status == "SUCCESSFUL"
+            # Held here, where the end is applied just after the store has it.
+            assert backend.wait_for_result(result_id, DEADLINE).status == "SUCCESSFUL"
         assert sorted(read_log(tmp_path / "log")) == ["ready-0", "ready-1", "ready-2"]
 
 
@@ -601,7 +603,8 @@ def test_a_row_held_by_a_killed_process_is_deleted_not_run(
         )
 
         assert_lost(alias, report["running"], held.owner, child.pid)
-        assert backend.get_result(report["witness"]).status == "SUCCESSFUL"
+        witness = backend.wait_for_result(report["witness"], DEADLINE)
+        assert witness.status == "SUCCESSFUL"
         assert not rows(alias).filter(id=report["held"]).exists()
         with pytest.raises(TaskResultDoesNotExist):
             backend.get_result(report["held"])
