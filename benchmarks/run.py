@@ -363,16 +363,10 @@ class Bench:
         return {"per_s": count / elapsed}
 
     def our_throughput(self, backend: Any, count: int) -> dict[str, float]:
-        task = self.task("add", backend.alias)
-        ids = []
-        start = time.perf_counter()
-        for i in range(count):
-            ids.append(task.enqueue(i, 1).id)
-        backend.wait_until_idle(WAIT)
-        elapsed = time.perf_counter() - start
+        ids, per_s = burst(self.task("add", backend.alias), backend, count)
         self.check_ours(backend, ids, "throughput")
         self.last_ids = ids
-        return {"per_s": count / elapsed}
+        return {"per_s": per_s}
 
     def immediate_throughput(self, count: int) -> dict[str, float]:
         measured = self.immediate_enqueue(count)
@@ -659,15 +653,9 @@ class Bench:
 
     def store_throughput(self, backend: Any) -> dict[str, float]:
         count = self.sizes.store_throughput_tasks
-        task = self.add_by_path(backend.alias)
-        ids = []
-        start = time.perf_counter()
-        for i in range(count):
-            ids.append(task.enqueue(i, 1).id)
-        backend.wait_until_idle(WAIT)
-        elapsed = time.perf_counter() - start
+        ids, per_s = burst(self.add_by_path(backend.alias), backend, count)
         self.check_store(backend, ids, "throughput")
-        return {"per_s": count / elapsed}
+        return {"per_s": per_s}
 
     def tasks_db_throughput(self) -> dict[str, float]:
         """Four db_workers: until the poll (every TASKS_DB_POLL) finds all done."""
@@ -966,6 +954,17 @@ def _enqueue_costs(elapsed: float, cpu: float, count: int) -> dict[str, float]:
 
 def _seconds(timings: dict[str, float]) -> dict[str, float]:
     return {f"{name}_s": value for name, value in timings.items()}
+
+
+def burst(task: Any, backend: Any, count: int) -> tuple[list[str], float]:
+    """Enqueue ``task(i, 1)`` ``count`` times on our ``backend``, wait until it is
+    idle: the result ids, and the tasks per second from first enqueue to idle."""
+    ids = []
+    start = time.perf_counter()
+    for i in range(count):
+        ids.append(task.enqueue(i, 1).id)
+    backend.wait_until_idle(WAIT)
+    return ids, count / (time.perf_counter() - start)
 
 
 def _delay_stats(delays: list[float]) -> dict[str, float]:

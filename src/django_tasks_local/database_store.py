@@ -35,6 +35,7 @@ import os
 import secrets
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -319,11 +320,10 @@ class DatabaseStore(ResultStore):
             f"{now.isoformat()}. The task may have run in part, or to the end; "
             "it is not run again."
         )
-        cls = ProcessLost
-        error = {
-            "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
-            "traceback": f"{cls.__module__}.{cls.__qualname__}: {message}\n",
-        }
+        path = f"{ProcessLost.__module__}.{ProcessLost.__qualname__}"
+        error = asdict(
+            TaskError(exception_class_path=path, traceback=f"{path}: {message}\n")
+        )
         may_have_started.filter(id__in=ids).update(
             status=FAILED, finished_at=now, errors=[error], owner=self.lease_id
         )
@@ -389,13 +389,7 @@ class DatabaseStore(ResultStore):
             raise NotOwned(self._not_owned(result_id))
 
     def save_finished(self, result: TaskResult[..., Any]) -> None:
-        errors = [
-            {
-                "exception_class_path": error.exception_class_path,
-                "traceback": error.traceback,
-            }
-            for error in result.errors
-        ]
+        errors = [asdict(error) for error in result.errors]
         values = [
             result.status,
             result.started_at,
@@ -445,7 +439,7 @@ class DatabaseStore(ResultStore):
             value if field is None else field.get_db_prep_save(value, connection)
             for field, value in zip(fields, values, strict=True)
         ]
-        if connection.vendor == "sqlite" and not connection.in_atomic_block:
+        if connection is self._private.connection:
             # This thread's own connection (_connection): straight to the
             # driver, with its "?" placeholders, past Django's cursor
             # wrapper, which rewrites the SQL at each call.
@@ -594,13 +588,7 @@ def _to_result(row: StoredResult) -> TaskResult[..., Any]:
         args=row.args,
         kwargs=row.kwargs,
         backend=row.backend,
-        errors=[
-            TaskError(
-                exception_class_path=error["exception_class_path"],
-                traceback=error["traceback"],
-            )
-            for error in row.errors
-        ],
+        errors=[TaskError(**error) for error in row.errors],
         worker_ids=list(row.worker_ids),
         _return_value=row.return_value,
     )

@@ -98,6 +98,38 @@ POLL_FIRST_DELAY = 0.005
 POLL_MAX_DELAY = 0.5
 
 
+class PollBackoff:
+    """The waits between reads of a result that another process runs.
+
+    One policy for the thread that sleeps (``Runtime._poll``) and the
+    coroutine that awaits (``waiting.await_result``): each wait half as long
+    again as the one before, up to POLL_MAX_DELAY, and none past the timeout.
+    """
+
+    def __init__(self, result_id: str, timeout: float | None, start: float) -> None:
+        self.result_id = result_id
+        self.timeout = timeout
+        self.start = start  # time.monotonic() when the waiting began
+        self.delay = POLL_FIRST_DELAY
+
+    def next_wait(self, result: TaskResult[..., Any]) -> float:
+        """Seconds until the next read of ``result``, still unfinished.
+
+        Raises TimeoutError once the timeout has passed.
+        """
+        wait = self.delay
+        self.delay = min(self.delay * 1.5, POLL_MAX_DELAY)
+        if self.timeout is None:
+            return wait
+        remaining = self.timeout - (time.monotonic() - self.start)
+        if remaining <= 0:
+            raise TimeoutError(
+                f"Task result {self.result_id} did not finish within "
+                f"{self.timeout}s (it is {result.status})."
+            )
+        return min(wait, remaining)
+
+
 class Execution(enum.Enum):
     """How the runtime hands tasks to its executor."""
 
@@ -379,21 +411,10 @@ class Runtime:
         self, result_id: str, timeout: float | None, start: float
     ) -> TaskResult[..., Any]:
         """Wait for a result that another process runs, by reading the store."""
-        delay = POLL_FIRST_DELAY
-        while True:
-            result = self._store.load(result_id)
-            if result.is_finished:
-                return result
-            remaining = (
-                None if timeout is None else timeout - (time.monotonic() - start)
-            )
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(
-                    f"Task result {result_id} did not finish within {timeout}s "
-                    f"(it is {result.status})."
-                )
-            time.sleep(delay if remaining is None else min(delay, remaining))
-            delay = min(delay * 1.5, POLL_MAX_DELAY)
+        backoff = PollBackoff(result_id, timeout, start)
+        while not (result := self._store.load(result_id)).is_finished:
+            time.sleep(backoff.next_wait(result))
+        return result
 
     def wait_until_idle(self, timeout: float | None) -> None:
         idle = threading.Event()

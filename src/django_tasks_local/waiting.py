@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -11,7 +12,7 @@ from django.tasks import TaskResult, task_backends
 from django.tasks.exceptions import TaskResultDoesNotExist
 
 from .backends.base import ExecutorBackend
-from .runtime import POLL_FIRST_DELAY, POLL_MAX_DELAY, Runtime
+from .runtime import PollBackoff, Runtime
 
 
 def wait(
@@ -41,7 +42,7 @@ async def await_result(
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_resolve, settled, copy)
 
-    start = loop.time()
+    start = time.monotonic()
     try:
         watching = runtime.watch(result.id, wake)
     except TaskResultDoesNotExist:
@@ -73,21 +74,11 @@ async def _poll(
     runtime: Runtime, result_id: str, timeout: float | None, start: float
 ) -> TaskResult[..., Any]:
     """Wait for a result that another process runs, reading the store in a thread."""
-    loop = asyncio.get_running_loop()
+    backoff = PollBackoff(result_id, timeout, start)
     load = sync_to_async(runtime.load)
-    delay = POLL_FIRST_DELAY
-    while True:
-        result = await load(result_id)
-        if result.is_finished:
-            return result
-        remaining = None if timeout is None else timeout - (loop.time() - start)
-        if remaining is not None and remaining <= 0:
-            raise TimeoutError(
-                f"Task result {result_id} did not finish within {timeout}s "
-                f"(it is {result.status})."
-            )
-        await asyncio.sleep(delay if remaining is None else min(delay, remaining))
-        delay = min(delay * 1.5, POLL_MAX_DELAY)
+    while not (result := await load(result_id)).is_finished:
+        await asyncio.sleep(backoff.next_wait(result))
+    return result
 
 
 def _resolve(
