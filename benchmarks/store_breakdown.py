@@ -101,12 +101,9 @@ def one_round(store: Any) -> None:
         lambda i: store.save_finished(results[i]),
         COUNT,
     )
-    kept = store.max_results - store.max_results // 10
     timed(
         "the look past MAX_RESULTS alone",
-        lambda i: store._execute(
-            "prune", [store.alias, store.alias, store.max_results, store.alias, kept]
-        ),
+        lambda i: store._execute("past_bound", [store.alias, store.max_results]),
         COUNT,
     )
 

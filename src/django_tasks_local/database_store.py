@@ -403,12 +403,14 @@ class DatabaseStore(ResultStore):
         where = [result.id, self.alias, self.lease_id, READY, RUNNING]
         with self._writing():
             updated = self._execute("finish", [*values, *where])
-            # Past max_results finished rows, the oldest go: down to
-            # max_results less a tenth, so that the next few task ends only
-            # look (a deletion costs more than the look).
+        # Past max_results finished rows, the oldest go: down to max_results
+        # less a tenth, so that the next few task ends only look. The look
+        # reads, so it needs no turn (nor SQLite's write lock): an enqueue
+        # waits for none of it.
+        if self._execute("past_bound", [self.alias, self.max_results]):
             kept = self.max_results - self.max_results // 10
-            alias = self.alias
-            self._execute("prune", [alias, alias, self.max_results, alias, kept])
+            with self._writing():
+                self._execute("prune", [self.alias, self.alias, kept])
         if not updated:
             logger.warning(
                 "%s: its end (%s) was not recorded, since %s",
@@ -428,15 +430,19 @@ class DatabaseStore(ResultStore):
             self._owned(result_id).filter(status=READY).delete()
 
     def _execute(self, statement: str, values: Iterable[Any]) -> int:
-        """Run one of ``_statements``, with ``values``; the rows it changed.
+        """Run one of ``_statements``, with ``values``: the rows a write
+        changed, or the one number a ``SELECT`` reads.
 
         In SQL of its own, not the ORM's: a task's life writes three times,
         and building each query would cost more than running it.
         """
         connection = self._connection()
         sql, fields = _statements(connection)[statement]
+        # None is NULL to every field (a date, or JSON): nothing to prepare.
         params = [
-            value if field is None else field.get_db_prep_save(value, connection)
+            value
+            if field is None or value is None
+            else field.get_db_prep_save(value, connection)
             for field, value in zip(fields, values, strict=True)
         ]
         if connection is self._private.connection:
@@ -445,10 +451,10 @@ class DatabaseStore(ResultStore):
             # wrapper, which rewrites the SQL at each call.
             connection.ensure_connection()
             with connection.wrap_database_errors:
-                return int(connection.connection.execute(_qmarks(sql), params).rowcount)
+                return _outcome(connection.connection.execute(_qmarks(sql), params))
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return int(cursor.rowcount)
+            return _outcome(cursor)
 
     def _not_owned(self, result_id: str) -> str:
         return (
@@ -549,17 +555,29 @@ def _statements(connection: Any) -> dict[str, tuple[str, _FieldList]]:
             f"WHERE {owned} AND {status} IN (%s, %s)",
             [*(field(name) for name in finished), *owned_fields, None, None],
         ),
-        # If a finished row lies past the bound (the first OFFSET), all from
-        # the cutoff (the second) go; ties at the cutoff too: one row early.
-        # (Else the cutoff is NULL, and the cutoff's own look is not made.)
+        # 1 if a finished row lies past the bound (the OFFSET), else 0.
+        "past_bound": (
+            f"SELECT EXISTS ({newest} OFFSET %s)",
+            [None, None],
+        ),
+        # The rows from the cutoff (the OFFSET) on go; ties at the cutoff
+        # too: one row early. (With no row there, the cutoff is NULL: none go.)
         "prune": (
             f"DELETE FROM {table} WHERE {backend} = %s AND {finished_at} <= ("
-            f"CASE WHEN EXISTS ({newest} OFFSET %s) THEN ({newest} OFFSET %s) END)",
-            [None, None, None, None, None],
+            f"{newest} OFFSET %s)",
+            [None, None, None],
         ),
     }
     _statement_cache[connection.vendor] = statements
     return statements
+
+
+def _outcome(cursor: Any) -> int:
+    """What a statement's cursor tells: the number a query read, or the rows
+    a write changed (a write has no ``description``)."""
+    if cursor.description is None:
+        return int(cursor.rowcount)
+    return int(cursor.fetchone()[0])
 
 
 @functools.cache
