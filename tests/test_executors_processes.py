@@ -26,7 +26,7 @@ import pytest
 from django.db import connections
 
 from django_tasks_local.backends.worker_process import set_up
-from django_tasks_local.exceptions import TaskTimedOut, WorkerCrashed, WorkerError
+from django_tasks_local.exceptions import TaskTimeout, WorkerCrashed, WorkerError
 from django_tasks_local.executors.processes import ProcessPool
 from django_tasks_local.runner import Envelope, Outcome, TaskReference, run_task
 from tests import tasks
@@ -198,7 +198,7 @@ def test_timeout_kills_the_child_and_the_pool_goes_on(
 ) -> None:
     pool = make_pool(max_workers=1, timeout=0.5)
     future = pool.submit(run_task, envelope(tasks.block_until, str(tmp_path / "never")))
-    with pytest.raises(TaskTimedOut, match=r"timeout of 0\.5s"):
+    with pytest.raises(TaskTimeout, match=r"timeout of 0\.5s"):
         future.result(DEADLINE)
     killed_pid = int(starts.next()[1].rsplit(":", 1)[1])
     assert pool.submit(run_task, envelope(tasks.pid)).result(DEADLINE).return_value != (

@@ -493,7 +493,7 @@ def test_a_task_past_its_timeout_is_killed_and_the_other_child_goes_on(
     late = backend.wait_for_result(late_id, DEADLINE)
     assert late.status == FAILED
     [error] = late.errors
-    assert error.exception_class_path == "django_tasks_local.exceptions.TaskTimedOut"
+    assert error.exception_class_path == "django_tasks_local.exceptions.TaskTimeout"
     assert f"timeout of {timeout}s" in error.traceback
     other = backend.wait_for_result(other_id, DEADLINE)
     assert (other.status, other.return_value) == (SUCCESSFUL, True)
@@ -545,7 +545,7 @@ def test_a_waiting_task_runs_on_a_new_worker_after_a_timeout(
     ahead_id = enqueue(backend, tasks.pid)
     late = backend.wait_for_result(late_id, DEADLINE)
     [error] = late.errors
-    assert error.exception_class_path == "django_tasks_local.exceptions.TaskTimedOut"
+    assert error.exception_class_path == "django_tasks_local.exceptions.TaskTimeout"
     ahead = backend.wait_for_result(ahead_id, DEADLINE)
     assert ahead.status == SUCCESSFUL
     assert ahead.return_value == worker_pid(ahead) != worker_pid(late)

@@ -204,7 +204,7 @@ def test_a_slow_receiver_holds_up_no_process_task_nor_its_timeout(tmp_path):
                     message="both ended while the receiver still ran",
                 )
                 [error] = backend.get_result(late.id).errors
-                assert error.exception_class_path.endswith(".TaskTimedOut")
+                assert error.exception_class_path.endswith(".TaskTimeout")
             finally:
                 release.set()
     finally:

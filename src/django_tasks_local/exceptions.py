@@ -22,8 +22,18 @@ class WorkerCrashed(Exception):
     """The worker process running the task died."""
 
 
-class TaskTimedOut(Exception):
-    """The task ran past the backend's TIMEOUT, so its worker process was killed."""
+class TaskTimeout(TimeoutError):
+    """The task ran past its timeout (``@task(timeout=...)`` or the backend's
+    TIMEOUT): its worker process was killed, or its thread abandoned."""
+
+
+#: The name this exception had before timeouts came to the thread backend.
+TaskTimedOut = TaskTimeout
+
+
+class TaskCancelled(Exception):
+    """Recorded on a task cancelled by ``backend.cancel()``: it never started,
+    its worker process was killed, or its thread was told (and abandoned)."""
 
 
 class WorkerError(Exception):

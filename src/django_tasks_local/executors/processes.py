@@ -10,7 +10,7 @@ has its own pipe, so the parent knows which child runs which call:
   child that dies before then is not the call's fault;
 * a child that dies fails only the call it had started (``WorkerCrashed``); a
   call it had not started goes to another child, once;
-* a call running past ``timeout`` seconds has its child killed (``TaskTimedOut``);
+* a call running past ``timeout`` seconds has its child killed (``TaskTimeout``);
 * a child not ready ``start_timeout`` seconds after its start is killed, and
   the calls waiting fail (``WorkerError``);
 * a child that dies before it is ready fails the calls waiting (``WorkerError``
@@ -119,7 +119,7 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from ..exceptions import TaskTimedOut, WorkerCrashed, WorkerError
+from ..exceptions import TaskTimeout, WorkerCrashed, WorkerError
 
 logger = logging.getLogger("django_tasks_local")
 
@@ -609,7 +609,7 @@ class ProcessPool(Executor):
         if call is None:
             return
         if child.timed_out:
-            error: Exception = TaskTimedOut(
+            error: Exception = TaskTimeout(
                 f"The call ran longer than its timeout of {self._timeout}s; its "
                 f"worker process (pid {child.process.pid}) was killed."
             )
