@@ -524,6 +524,13 @@ def unpicklable_result():
     return threading.Lock()
 
 
+def plain_note_then_block(log, path):
+    """Add a line to ``log`` (one per run), then block until ``path`` exists."""
+    with open(log, "a") as notes:
+        notes.write("ran\n")
+    return plain_block_until(path)
+
+
 def touch_then_exit_hard(path):
     """Leave a mark per attempt (the file grows by a line), then die."""
     with open(path, "a") as marks:

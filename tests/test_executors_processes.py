@@ -1,4 +1,4 @@
-"""ProcessPool on its own: true starts, crashes, timeouts, shutdown, start-up failures.
+"""ProcessPool on its own: true starts, crashes, timeouts, kills, shutdown, start-up failures.
 
 Most pools here fork (a forked child is ready at once); the spawn test is the
 one about a child that cannot set Django up.
@@ -26,7 +26,12 @@ import pytest
 from django.db import connections
 
 from django_tasks_local.backends.worker_process import set_up
-from django_tasks_local.exceptions import TaskTimeout, WorkerCrashed, WorkerError
+from django_tasks_local.exceptions import (
+    TaskCancelled,
+    TaskTimeout,
+    WorkerCrashed,
+    WorkerError,
+)
 from django_tasks_local.executors.processes import ProcessPool
 from django_tasks_local.runner import Envelope, Outcome, TaskReference, run_task
 from tests import tasks
@@ -204,6 +209,157 @@ def test_timeout_kills_the_child_and_the_pool_goes_on(
     assert pool.submit(run_task, envelope(tasks.pid)).result(DEADLINE).return_value != (
         killed_pid
     )
+
+
+def started_pid(starts: Starts) -> int:
+    """The pid of the child that reports the next start."""
+    return int(starts.next()[1].rsplit(":", 1)[1])
+
+
+def test_kill_ends_a_running_call_with_the_error_and_the_pool_goes_on(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    pool = make_pool(max_workers=1)
+    future = pool.submit(run_task, envelope(tasks.block_until, str(tmp_path / "never")))
+    killed_pid = started_pid(starts)
+    error = TaskCancelled("cancelled")
+    pool.kill(future, error)
+    # The very error: not WorkerCrashed, nor TaskTimeout.
+    assert future.exception(DEADLINE) is error
+    wait_until(lambda: not process_exists(killed_pid), message="the child killed")
+    outcome = pool.submit(run_task, envelope(tasks.pid)).result(DEADLINE)
+    assert outcome.return_value != killed_pid
+
+
+def test_kill_ends_a_call_sent_but_not_started_and_hands_it_to_no_other_child(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    # A plain function reports no start: to the pool it never started, and a
+    # child that dies before the start would hand it on.
+    notes = tmp_path / "notes"
+    pool = make_pool(max_workers=1)
+    future = pool.submit(
+        tasks.plain_note_then_block, str(notes), str(tmp_path / "never")
+    )
+    wait_until(notes.exists, message="the call runs")
+    error = TaskTimeout("too long")
+    pool.kill(future, error)
+    assert future.exception(DEADLINE) is error
+    assert pool.submit(pow, 2, 3).result(DEADLINE) == 8
+    assert notes.read_text() == "ran\n"
+
+
+def test_kill_takes_out_a_waiting_call_which_never_runs(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    pool = make_pool(max_workers=1)
+    release, mark = tmp_path / "release", tmp_path / "mark"
+    busy = pool.submit(run_task, envelope(tasks.block_until, str(release)))
+    busy_pid = started_pid(starts)
+    # tmp_path exists: were it run, it would leave its mark and return.
+    waiting = pool.submit(tasks.plain_mark_then_block, str(mark), str(tmp_path))
+    error = TaskCancelled("cancelled")
+    pool.kill(waiting, error)
+    assert waiting.exception(DEADLINE) is error
+    assert not busy.done()
+    release.touch()
+    assert busy.result(DEADLINE).error is None
+    # The busy child was spared, and the calls after run there.
+    assert pool.submit(tasks.plain_pid).result(DEADLINE) == busy_pid
+    assert not mark.exists()
+
+
+def test_kill_of_a_call_waiting_for_a_starting_child_spares_the_child(
+    make_pool: Any, tmp_path: Path
+) -> None:
+    # Calls are sent to ready children only: the call waits in the parent,
+    # and the child started for it serves the next one.
+    release = tmp_path / "release"
+    pool = make_pool(
+        max_workers=1, initializer=tasks.plain_block_until, initargs=(str(release),)
+    )
+    future = pool.submit(pow, 2, 2)
+    wait_until(lambda: pool.worker_pids, message="a child starts")
+    [starting_pid] = pool.worker_pids
+    error = TaskCancelled("cancelled")
+    pool.kill(future, error)
+    assert future.exception(DEADLINE) is error
+    release.touch()
+    assert pool.submit(tasks.plain_pid).result(DEADLINE) == starting_pid
+
+
+def test_kill_after_the_call_ended_leaves_its_result(make_pool: Any) -> None:
+    pool = make_pool(max_workers=1)
+    future = pool.submit(tasks.plain_pid)
+    child_pid = future.result(DEADLINE)
+    pool.kill(future, TaskCancelled("too late"))
+    assert future.result(0) == child_pid
+    # The child was spared.
+    assert pool.submit(tasks.plain_pid).result(DEADLINE) == child_pid
+
+
+def test_kill_of_a_future_not_of_the_pool_does_nothing(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    pool, other = make_pool(max_workers=1), make_pool(max_workers=1)
+    release = tmp_path / "release"
+    running = other.submit(run_task, envelope(tasks.block_until, str(release)))
+    starts.next()
+    child_pid = pool.submit(tasks.plain_pid).result(DEADLINE)
+    stranger: Future[Any] = Future()
+    pool.kill(stranger, TaskCancelled("not mine"))
+    pool.kill(running, TaskCancelled("not mine"))
+    # Kills are done before the next call is handed out: this one runs after.
+    assert pool.submit(tasks.plain_pid).result(DEADLINE) == child_pid
+    assert not stranger.done()
+    release.touch()
+    assert running.result(DEADLINE).error is None
+
+
+def test_kills_from_several_threads_end_their_calls_alone(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    pool = make_pool(max_workers=4)
+    release = tmp_path / "release"
+    futures = [
+        pool.submit(run_task, envelope(tasks.block_until, str(release)))
+        for _ in range(8)
+    ]
+    for _ in range(4):
+        starts.next()
+    # Two running calls, and two waiting ones (the last four wait).
+    killed = {futures[n]: TaskCancelled(f"cancelled {n}") for n in (0, 2, 5, 7)}
+    barrier = threading.Barrier(len(killed))
+
+    def kill(future: Future[Any], error: BaseException) -> None:
+        barrier.wait(DEADLINE)
+        pool.kill(future, error)
+
+    threads = [threading.Thread(target=kill, args=item) for item in killed.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
+    for future, error in killed.items():
+        assert future.exception(DEADLINE) is error
+    release.touch()
+    for future in futures:
+        if future not in killed:
+            assert future.result(DEADLINE).error is None
+
+
+def test_killed_calls_do_not_count_as_failed_starts(
+    make_pool: Any, starts: Starts, tmp_path: Path
+) -> None:
+    pool = make_pool(max_workers=1)
+    never = str(tmp_path / "never")
+    for n in range(3):
+        future = pool.submit(run_task, envelope(tasks.block_until, never))
+        starts.next()
+        error = TaskCancelled(f"cancelled {n}")
+        pool.kill(future, error)
+        assert future.exception(DEADLINE) is error
+    assert pool.submit(pow, 2, 5).result(DEADLINE) == 32
 
 
 def test_a_result_that_cannot_be_pickled_back_fails_the_call(make_pool: Any) -> None:

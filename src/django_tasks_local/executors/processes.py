@@ -11,6 +11,10 @@ has its own pipe, so the parent knows which child runs which call:
 * a child that dies fails only the call it had started (``WorkerCrashed``); a
   call it had not started goes to another child, once;
 * a call running past ``timeout`` seconds has its child killed (``TaskTimeout``);
+* ``kill(future, error)`` fails a call with ``error`` now: a call sent to a
+  child has the child killed, as at a timeout, started or not (never handed
+  on); a waiting call is taken out and never runs (a child starting for it
+  starts anyway, for the next call);
 * a child not ready ``start_timeout`` seconds after its start is killed, and
   the calls waiting fail (``WorkerError``);
 * a child that dies before it is ready fails the calls waiting (``WorkerError``
@@ -42,10 +46,10 @@ only have started the one call it was sent. A child gets its next waiting call
 as soon as the supervisor reads the end of its last one, before that call's
 future is resolved.
 
-Threads. ``submit`` and ``shutdown`` only touch the waiting calls and the
-flags, under the lock, then wake the supervisor (``submit`` from a future's
-callback, in the supervisor thread, has it dispatch again before it waits
-instead). The supervisor thread alone
+Threads. ``submit``, ``kill`` and ``shutdown`` only touch the waiting calls,
+the calls to kill and the flags, under the lock, then wake the supervisor
+(``submit`` and ``kill`` from a future's callback, in the supervisor thread,
+have it dispatch again before it waits instead). The supervisor thread alone
 starts, feeds, reads and reaps the children, so a child's state is never
 shared between threads; and since it reads every pipe, a call's start is
 always handled before its end. It also outlives the children: on Linux the
@@ -168,6 +172,8 @@ class _Child:
     stopping: bool = False
     # Killed at its deadline.
     timed_out: bool = False
+    # Killed by kill(): its call fails with this.
+    kill_error: BaseException | None = None
     # The pipe reached its end: only the sentinel is left to wait for.
     eof: bool = False
     setup_error: str | None = None
@@ -223,9 +229,11 @@ class ProcessPool(Executor):
         self._timeout = _seconds(timeout)
         self._start_timeout = _seconds(start_timeout)
         self._max_tasks_per_child = max_tasks_per_child
-        # Guards the five attributes below; the supervisor owns everything else.
+        # Guards the six attributes below; the supervisor owns everything else.
         self._lock = threading.Lock()
         self._waiting: deque[_Call] = deque()
+        # What kill() asked for, in order, not yet done by the supervisor.
+        self._kills: list[tuple[Future[Any], BaseException]] = []
         # How many children have a call.
         self._busy = 0
         self._shutdown = False
@@ -309,6 +317,29 @@ class ProcessPool(Executor):
             cancelled = self._take_waiting_locked(0)
         self._cancel_all(cancelled)
 
+    def kill(self, future: Future[Any], error: BaseException) -> None:
+        """End the call of ``future`` now, failing it with ``error``.
+
+        If a child runs it, the child is killed (SIGKILL), as at a timeout, and
+        another starts when a call needs one; if the call still waits in the
+        parent, it is taken out and never runs. Safe from any thread. A call
+        that ends before the kill lands keeps its own outcome; a future that is
+        not this pool's, or is done, is left alone.
+        """
+        if future.done():
+            return
+        with self._lock:
+            # Past its supervisor, the pool has no call left to end.
+            if self._broken is not None or not self._supervisor.is_alive():
+                return
+            self._kills.append((future, error))
+        if threading.current_thread() is self._supervisor:
+            # From a future's callback: the supervisor ends the call before
+            # it waits again.
+            self._dispatch_again = True
+        else:
+            self._wake()
+
     def _take_waiting_locked(self, keep: int) -> list[_Call]:
         """Take the waiting calls after the first ``keep``."""
         taken = list(self._waiting)[keep:]
@@ -387,6 +418,7 @@ class ProcessPool(Executor):
             for child in self._children:
                 child.stopping = True
                 child.process.kill()
+        self._end_killed()
         self._feed_idle()
         with self._lock:
             waiting, shutdown = len(self._waiting), self._shutdown
@@ -404,6 +436,35 @@ class ProcessPool(Executor):
             for child in active:
                 if child.call is None:
                     self._stop(child)
+
+    def _end_killed(self) -> None:
+        """Do what kill() asked: take out the waiting calls, kill the children
+        running the others (``_reap`` fails their calls)."""
+        with self._lock:
+            if not self._kills:
+                return
+            errors: dict[Future[Any], BaseException] = {}
+            for future, error in self._kills:
+                errors.setdefault(future, error)  # the first kill of a call
+            self._kills.clear()
+            killed = [call for call in self._waiting if call.future in errors]
+            if killed:
+                kept = [call for call in self._waiting if call.future not in errors]
+                self._waiting.clear()
+                self._waiting.extend(kept)
+        for child in self._children:
+            call = child.call
+            # A call whose end was read is no longer its child's: it keeps
+            # its outcome.
+            if call is not None and call.future in errors and child.kill_error is None:
+                child.kill_error = errors[call.future]
+                child.stopping = True
+                child.deadline = None
+                child.process.kill()
+        # Resolved last: their callbacks may submit, or kill, again.
+        for call in killed:
+            if _claim(call):  # else cancelled while it waited
+                call.future.set_exception(errors[call.future])
 
     def _feed_idle(self) -> None:
         """Hand waiting calls to idle children (supervisor thread only)."""
@@ -602,14 +663,18 @@ class ProcessPool(Executor):
         child.conn.close()
         self._children.remove(child)
         call = self._free(child)
-        # Not when it was stopped or killed on purpose (shutdown, terminate),
-        # but when it was killed for not starting in time.
+        # Not when it was stopped or killed on purpose (shutdown, terminate,
+        # kill), but when it was killed for not starting in time.
         if not child.ready and (child.timed_out or not child.stopping):
             self._failed_start(child)
         if call is None:
             return
-        if child.timed_out:
-            error: Exception = TaskTimeout(
+        error: BaseException
+        if child.kill_error is not None:
+            # Killed on purpose, started or not: never handed on.
+            error = child.kill_error
+        elif child.timed_out:
+            error = TaskTimeout(
                 f"The call ran longer than its timeout of {self._timeout}s; its "
                 f"worker process (pid {child.process.pid}) was killed."
             )
