@@ -23,8 +23,13 @@ from .exceptions import (
 )
 from .executors.processes import ProcessPool
 from .executors.threads import ThreadPool
+from .results import LocalTaskResult
+from .retries import default_backoff, exponential_backoff
 from .runtime import Execution
 from .serialization import CopySerializer, PickleSerializer, Serializer
+from .signals import task_retrying
+from .task_class import LocalTask
+from .task_context import LocalTaskContext
 from .waiting import await_result, wait
 
 __all__ = [
@@ -33,6 +38,9 @@ __all__ = [
     "Execution",
     "ExecutorBackend",
     "InvalidTaskArguments",
+    "LocalTask",
+    "LocalTaskContext",
+    "LocalTaskResult",
     "NotStarted",
     "PickleSerializer",
     "ProcessLost",
@@ -49,5 +57,8 @@ __all__ = [
     "WorkerError",
     "await_result",
     "current_result_id",
+    "default_backoff",
+    "exponential_backoff",
+    "task_retrying",
     "wait",
 ]

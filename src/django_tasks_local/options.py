@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
+from django.utils.module_loading import import_string
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,56 @@ def finite_positive_number(value: Any) -> str | None:
     ):
         return f"must be a finite number of seconds above 0, not {value!r}"
     return None
+
+
+def optional_finite_positive_number(value: Any) -> str | None:
+    return None if value is None else finite_positive_number(value)
+
+
+def optional_boolean(value: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    return f"must be True, False or None, not {value!r}"
+
+
+def optional_callable(value: Any) -> str | None:
+    if value is None or callable(value):
+        return None
+    return f"must be a callable (or None), not {value!r}"
+
+
+def callable_or_path(value: Any) -> str | None:
+    """A callable, or the dotted path of one (as settings name them)."""
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportError as exc:
+            return f"must be a callable or its dotted path; {exc}"
+    return optional_callable(value)
+
+
+def exception_classes(value: Any, *, imports: bool = True) -> str | None:
+    """A list or tuple of exception classes (or, with ``imports``, their dotted paths)."""
+    if not isinstance(value, list | tuple) or not value:
+        return f"must be a non-empty list of exception classes, not {value!r}"
+    for item in value:
+        if imports and isinstance(item, str):
+            try:
+                item = import_string(item)
+            except ImportError as exc:
+                return f"has {item!r}, which cannot be imported; {exc}"
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            return f"must list exception classes, and {item!r} is not one"
+    return None
+
+
+def resolve(value: Any) -> Any:
+    """An option's value with dotted paths imported (BACKOFF, RETRY_ON)."""
+    if isinstance(value, str):
+        return import_string(value)
+    if isinstance(value, list | tuple):
+        return tuple(resolve(item) for item in value)
+    return value
 
 
 def string(value: Any) -> str | None:

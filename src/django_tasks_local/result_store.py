@@ -126,6 +126,22 @@ class ResultStore:
     def save_finished(self, result: TaskResult[..., Any]) -> None:
         """Record a final result."""
 
+    def save_retrying(self, result: TaskResult[..., Any]) -> None:
+        """A failed attempt's result, READY again: its next attempt starts at
+        its task's ``run_after``."""
+
+    def save_metadata(self, result_id: str, metadata: dict[str, Any]) -> None:
+        """A running task saved its metadata."""
+
+    def cancel_elsewhere(
+        self, result_id: str, error: Exception
+    ) -> TaskResult[..., Any]:
+        """Cancel a task this process does not hold (a READY one of another's).
+
+        Raises TaskResultDoesNotExist if there is none.
+        """
+        raise TaskResultDoesNotExist(_missing(result_id))
+
     def save_given_up(self, result_ids: list[str]) -> None:
         """These tasks never started here: left READY for another process."""
 

@@ -6,11 +6,12 @@ Callers outside the runtime get copies (``snapshot``), never a stored result.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
 from django.tasks import Task, TaskResult
+from django.tasks.base import TASK_REFRESH_ATTRS
 
 from .exceptions import InvalidTaskArguments
 from .states import READY
@@ -34,21 +35,54 @@ def copy_json(value: Any) -> Any:
 # Writes a field of a frozen dataclass (bound once: the lookup is half the cost).
 _set_field = object.__setattr__
 
-_FIELDS = tuple(f.name for f in fields(TaskResult))
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalTaskResult(TaskResult):  # type: ignore[type-arg]
+    """Django's ``TaskResult``, with the task's ``metadata``.
+
+    ``metadata`` is a JSON dict: given at enqueue (``task.using(metadata=...)``),
+    saved by the running task (``context.save_metadata()``), and kept with
+    the result. As Django proposes it (django/new-features#141).
+    """
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        """Reload the result from the backend, its metadata too."""
+        fresh = self.task.get_backend().get_result(self.id)
+        _copy_refreshed(fresh, self)
+
+    async def arefresh(self) -> None:
+        fresh = await self.task.get_backend().aget_result(self.id)
+        _copy_refreshed(fresh, self)
+
+
+def _copy_refreshed(fresh: TaskResult[..., Any], result: TaskResult[..., Any]) -> None:
+    for name in (*TASK_REFRESH_ATTRS, "metadata"):
+        _set_field(result, name, getattr(fresh, name, {}))
+
+
+def metadata_of(result: TaskResult[..., Any]) -> dict[str, Any]:
+    """The result's metadata (a result of another backend's making has none)."""
+    return getattr(result, "metadata", {})
+
+
+_FIELDS = tuple(f.name for f in fields(LocalTaskResult))
 # The fields a snapshot shares with the stored result: immutable values.
 _SHARED_FIELDS = tuple(
     name
     for name in _FIELDS
-    if name not in {"args", "kwargs", "errors", "worker_ids", "_return_value"}
+    if name
+    not in {"args", "kwargs", "errors", "worker_ids", "_return_value", "metadata"}
 )
 
 
-def snapshot(result: TaskResult[..., Any]) -> TaskResult[..., Any]:
+def snapshot(result: TaskResult[..., Any]) -> LocalTaskResult:
     """A copy of ``result`` that shares nothing mutable with it."""
     # Field by field: copy.copy() of a slotted dataclass goes through
     # __reduce_ex__ and dataclasses.fields(), several times slower, and a
     # task's life takes three snapshots.
-    clone = object.__new__(TaskResult)
+    clone = object.__new__(LocalTaskResult)
     for name in _SHARED_FIELDS:
         _set_field(clone, name, getattr(result, name))
     _set_field(clone, "args", copy_json(result.args))
@@ -57,6 +91,7 @@ def snapshot(result: TaskResult[..., Any]) -> TaskResult[..., Any]:
     _set_field(clone, "worker_ids", list(result.worker_ids))
     return_value = result._return_value  # type: ignore[attr-defined]
     _set_field(clone, "_return_value", copy_json(return_value))
+    _set_field(clone, "metadata", copy_json(metadata_of(result)))
     return clone
 
 
@@ -129,15 +164,28 @@ def _normalize(value: Any, where: str, depth: int) -> Any:
             raise TypeError(f"{where} is not JSON: Unsupported type: {type(value)}")
 
 
-def new_result(**values: Any) -> TaskResult[..., Any]:
-    """``TaskResult(**values)``, its args and kwargs normalized by ``normalize``."""
-    values = {"_return_value": None, **values}
-    result = object.__new__(TaskResult)
+def new_result(**values: Any) -> LocalTaskResult:
+    """``LocalTaskResult(**values)``, its args and kwargs normalized by ``normalize``."""
+    values = {"_return_value": None, "metadata": {}, **values}
+    result = object.__new__(LocalTaskResult)
     for name in _FIELDS:
         _set_field(result, name, values[name])
     _set_field(result, "args", normalize(values["args"], "args"))
     _set_field(result, "kwargs", normalize(values["kwargs"], "kwargs"))
     return result
+
+
+def normalize_metadata(value: Any, what: str = "metadata") -> dict[str, Any]:
+    """``value`` as metadata: a dict with str keys, of JSON values.
+
+    Raises TypeError or ValueError naming what is wrong.
+    """
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a dict, not {type(value).__name__}.")
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"{what} has a key {key!r}: its keys must be str.")
+    return dict(normalize(dict(value), what))
 
 
 def ready_result(
@@ -147,7 +195,7 @@ def ready_result(
     args: Any,
     kwargs: Any,
     enqueued_at: datetime | None,
-) -> TaskResult[..., Any]:
+) -> LocalTaskResult:
     """A newly enqueued task's result: READY, never attempted.
 
     Raises InvalidTaskArguments for arguments that are not JSON values.
@@ -166,6 +214,8 @@ def ready_result(
             backend=alias,
             errors=[],
             worker_ids=[],
+            # Normalized when the task was made (LocalTask.using()).
+            metadata=copy_json(getattr(task, "metadata", None) or {}),
         )
     except (TypeError, ValueError) as exc:
         raise InvalidTaskArguments(

@@ -10,30 +10,40 @@ outcome.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from traceback import format_exception
 from typing import Any
 
 from django.db import close_old_connections
-from django.tasks import Task, TaskContext, TaskResult
+from django.tasks import Task
 from django.tasks.base import TaskError
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .context import bound_result_id
 from .exceptions import RemoteTaskError
-from .results import normalize
+from .results import copy_json, new_result, normalize, normalize_metadata
 from .states import RUNNING
+from .task_context import LocalTaskContext
+
+logger = logging.getLogger("django_tasks_local")
 
 #: Called in the worker when a task body is about to start:
-#: ``report_started(result_id, worker_id, started_at)``.
+#: ``report_started(result_id, worker_id, started_at)``. The runtime's own
+#: (``Runtime.link``) also has ``save_metadata(result_id, attempt, metadata)``
+#: and ``is_cancelled(result_id, attempt)``, for a worker in its process.
 StartReporter = Callable[[str, str, datetime], None]
+
+#: Saves a running task's metadata: ``save(result_id, attempt, metadata)``.
+MetadataSaver = Callable[[str, int, dict[str, Any]], None]
 
 HOSTNAME = socket.gethostname()
 
@@ -41,11 +51,21 @@ HOSTNAME = socket.gethostname()
 # envelopes cannot carry a callback across the process boundary) can still
 # report their start to the parent as it happens.
 _process_start_reporter: StartReporter | None = None
+# Likewise, how a task there saves its metadata: through the parent.
+_process_metadata_saver: Callable[[str, str, int, dict[str, Any]], None] | None = None
 
 
 def set_process_start_reporter(reporter: StartReporter | None) -> None:
     global _process_start_reporter
     _process_start_reporter = reporter
+
+
+def set_process_metadata_saver(
+    saver: Callable[[str, str, int, dict[str, Any]], None] | None,
+) -> None:
+    """``saver(alias, result_id, attempt, metadata)``, in a worker process."""
+    global _process_metadata_saver
+    _process_metadata_saver = saver
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +99,13 @@ class TaskReference:
         func = target.func if isinstance(target, Task) else target
         # Built without Task.__post_init__: the parent validated this task
         # against its own settings, which a worker process may not share
-        # (override_settings, for one, never reaches a spawned child).
-        task = object.__new__(Task)
+        # (override_settings, for one, never reaches a spawned child). Of
+        # the module's task's class (LocalTask), with what it adds (retries,
+        # timeout); its metadata went to the result at enqueue.
+        task = object.__new__(type(target) if isinstance(target, Task) else Task)
+        if isinstance(target, Task):
+            for name in target.__dataclass_fields__:
+                object.__setattr__(task, name, getattr(target, name))
         values = {
             "func": func,
             "priority": self.priority,
@@ -89,6 +114,8 @@ class TaskReference:
             "run_after": self.run_after,
             "takes_context": self.takes_context,
         }
+        if hasattr(task, "metadata"):
+            values["metadata"] = None
         for name, value in values.items():
             object.__setattr__(task, name, value)
         return task
@@ -125,6 +152,11 @@ class Envelope:
     # This envelope already pickled (by the check at enqueue()): pickling it
     # again, for the worker process, only copies these bytes.
     pickled: bytes | None = field(default=None, compare=False, repr=False)
+    # What the earlier attempts left, for the running task's context: its
+    # workers (this attempt is the next), its errors, and its metadata.
+    worker_ids: list[str] = field(default_factory=list)
+    errors: list[TaskError] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.pickled is not None:
@@ -138,8 +170,17 @@ class Envelope:
                 self.kwargs,
                 self.enqueued_at,
                 self.report_started,
+                None,
+                self.worker_ids,
+                self.errors,
+                self.metadata,
             ),
         )
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this envelope runs: 1 for the first."""
+        return len(self.worker_ids) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +196,8 @@ class Outcome:
     # reads sys.exc_info()). From another process, a copy without its
     # traceback, or None if it could not be pickled.
     exception: BaseException | None = field(default=None, compare=False)
+    # The task's metadata as it left it, if it changed it; else None.
+    metadata: dict[str, Any] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
@@ -166,6 +209,7 @@ class Outcome:
                 self.return_value,
                 self.error,
                 None if self.exception is None else _pickle_or_none(self.exception),
+                self.metadata,
             ),
         )
 
@@ -210,6 +254,7 @@ def _rebuild_outcome(
     return_value: Any,
     error: TaskError | None,
     pickled_exception: bytes | None,
+    metadata: dict[str, Any] | None,
 ) -> Outcome:
     exception = None
     if pickled_exception is not None:
@@ -217,7 +262,9 @@ def _rebuild_outcome(
         # passes to Exception cannot be rebuilt: the error strings remain.
         with contextlib.suppress(Exception):
             exception = pickle.loads(pickled_exception)
-    return Outcome(worker_id, started_at, finished_at, return_value, error, exception)
+    return Outcome(
+        worker_id, started_at, finished_at, return_value, error, exception, metadata
+    )
 
 
 def current_worker_id() -> str:
@@ -256,21 +303,50 @@ def run_started_task(
     envelope: Envelope, worker_id: str, started_at: datetime
 ) -> Outcome:
     """Run one task whose start has been reported already."""
+    # The task's own copy of its metadata (context.metadata), if it takes
+    # a context: what it leaves there is saved with its end.
+    metadata: dict[str, Any] | None = None
     try:
         # As Django does around a request: drop connections that are past
         # CONN_MAX_AGE or broken before the task, and after it.
         close_old_connections()
         try:
             with bound_result_id(envelope.result_id):
-                value = _call(envelope, worker_id, started_at)
+                task = envelope.task
+                if isinstance(task, TaskReference):
+                    task = task.resolve()
+                if task.takes_context:
+                    metadata = copy_json(envelope.metadata)
+                    context = _context(envelope, task, worker_id, started_at, metadata)
+                    value = task.call(context, *envelope.args, **envelope.kwargs)
+                else:
+                    value = task.call(*envelope.args, **envelope.kwargs)
             return_value = normalize(value, "the return value")
         finally:
             close_old_connections()
     except BaseException as exc:
         # KeyboardInterrupt and SystemExit too: raised by a task (signals
         # reach the main thread, never a worker), they are the task's errors.
-        return failed_outcome(exc, worker_id, started_at)
-    return Outcome(worker_id, started_at, timezone.now(), return_value)
+        outcome = failed_outcome(exc, worker_id, started_at)
+        return _with_metadata(outcome, envelope, metadata)
+    outcome = Outcome(worker_id, started_at, timezone.now(), return_value)
+    return _with_metadata(outcome, envelope, metadata)
+
+
+def _with_metadata(
+    outcome: Outcome, envelope: Envelope, metadata: dict[str, Any] | None
+) -> Outcome:
+    """The outcome, with the task's metadata if it changed it."""
+    if metadata is None or metadata == envelope.metadata:
+        return outcome
+    try:
+        saved = normalize_metadata(metadata, "context.metadata")
+    except (TypeError, ValueError) as exc:
+        # The body's own outcome stands; its last save_metadata() (if any)
+        # is what the result keeps.
+        logger.error("Task %s: its metadata was not saved: %s", envelope.result_id, exc)
+        return outcome
+    return replace(outcome, metadata=saved)
 
 
 def failed_outcome(
@@ -284,13 +360,14 @@ def failed_outcome(
     )
 
 
-def _call(envelope: Envelope, worker_id: str, started_at: datetime) -> Any:
-    task = envelope.task
-    if isinstance(task, TaskReference):
-        task = task.resolve()
-    if not task.takes_context:
-        return task.call(*envelope.args, **envelope.kwargs)
-    running = TaskResult(
+def _context(
+    envelope: Envelope,
+    task: Task[..., Any],
+    worker_id: str,
+    started_at: datetime,
+    metadata: dict[str, Any],
+) -> LocalTaskContext:
+    running = new_result(
         task=task,
         id=envelope.result_id,
         status=RUNNING,
@@ -301,9 +378,34 @@ def _call(envelope: Envelope, worker_id: str, started_at: datetime) -> Any:
         args=envelope.args,
         kwargs=envelope.kwargs,
         backend=task.backend,
-        errors=[],
-        worker_ids=[worker_id],
+        errors=list(envelope.errors),
+        worker_ids=[*envelope.worker_ids, worker_id],
+        metadata=metadata,
     )
-    return task.call(
-        TaskContext(task_result=running), *envelope.args, **envelope.kwargs
+    link = envelope.report_started
+    result_id, attempt = envelope.result_id, envelope.attempt
+    save_metadata = getattr(link, "save_metadata", None)
+    if save_metadata is not None:
+        save = partial(save_metadata, result_id, attempt)
+    elif _process_metadata_saver is not None:
+        save = partial(_process_metadata_saver, task.backend, result_id, attempt)
+    else:
+        save = _cannot_save
+    is_cancelled = getattr(link, "is_cancelled", None)
+    cancelled = (
+        partial(is_cancelled, result_id, attempt)
+        if is_cancelled is not None
+        else _never
     )
+    return LocalTaskContext(task_result=running, saver=save, cancelled=cancelled)
+
+
+def _cannot_save(metadata: dict[str, Any]) -> None:
+    raise RuntimeError(
+        "This task's metadata cannot be saved: it does not run under a "
+        "django-tasks-local backend."
+    )
+
+
+def _never() -> bool:
+    return False

@@ -52,6 +52,8 @@ thread's ``get_result()``.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 import logging
 import os
 import queue
@@ -60,8 +62,8 @@ import time
 import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import CancelledError, Executor, Future
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -72,10 +74,18 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 
-from .exceptions import BackendClosed, NotOwned, NotStarted, WaitingLineFull
+from .exceptions import (
+    BackendClosed,
+    NotOwned,
+    NotStarted,
+    TaskCancelled,
+    TaskTimeout,
+    WaitingLineFull,
+)
 from .result_ids import new_result_id
 from .result_store import ResultStore
-from .results import ready_result, snapshot
+from .results import copy_json, ready_result, snapshot
+from .retries import AttemptPolicy
 from .runner import (
     Envelope,
     Outcome,
@@ -85,12 +95,16 @@ from .runner import (
     run_task,
 )
 from .serialization import Serializer
+from .signals import task_retrying
 from .states import FAILED, READY, RUNNING, SUCCESSFUL, transition
 from .waiting_line import WaitingLine
 
 logger = logging.getLogger("django_tasks_local")
 
 _NOT_STARTED = "The task backend closed before it started."
+
+# Seconds cancel() waits for a running task's end (a worker process killed).
+CANCEL_WAIT = 10.0
 
 # Waiting for a result that another process runs: the store is read after
 # this many seconds, then half as long again each time, up to the maximum.
@@ -178,6 +192,8 @@ class RuntimeConfig:
     shutdown_timeout: float = 5.0
     # Makes the result store; None: the memory store.
     create_store: Callable[[], ResultStore] | None = None
+    # Attempts, retries and timeouts, unless a task sets its own.
+    attempts: AttemptPolicy = field(default_factory=AttemptPolicy)
 
 
 def open_transaction(using: str | None) -> Any:
@@ -211,6 +227,28 @@ class _CommitHook:
         self.runtime._release_committed(self.envelope, self.held)
 
 
+class _WorkerLink:
+    """What a worker in this process calls back: the start report itself
+    (``Envelope.report_started``), and a running task's metadata saves and
+    cancellation checks (``runner``). One per runtime."""
+
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def __call__(self, result_id: str, worker_id: str, started_at: datetime) -> None:
+        self._runtime.mark_started(result_id, worker_id, started_at)
+
+    def save_metadata(
+        self, result_id: str, attempt: int, metadata: dict[str, Any]
+    ) -> None:
+        self._runtime.save_metadata(result_id, attempt, metadata)
+
+    def is_cancelled(self, result_id: str, attempt: int) -> bool:
+        return (result_id, attempt) in self._runtime._told_to_stop
+
+
 class Runtime:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
@@ -228,14 +266,30 @@ class Runtime:
         self._line: WaitingLine[Envelope] = WaitingLine()
         self._executor: Executor | None = None
         # Handed to the executor and not finished: each holds a worker.
-        self._running: set[str] = set()
+        self._running: dict[str, Envelope] = {}
+        # Attempts stopped at a timeout or a cancel (their result final, or
+        # waiting for its next attempt) whose worker could not be stopped
+        # (a thread): each still holds its worker until it returns; by
+        # id(envelope). Their (result id, attempt) are in _told_to_stop,
+        # which the task sees as context.is_cancelled.
+        self._abandoned: dict[int, Envelope] = {}
+        self._told_to_stop: set[tuple[str, int]] = set()
         # The executor's futures of those, until done, to cancel at close().
         # Set and popped without the lock (single dict operations); read with it.
         self._futures: dict[str, Future[Any]] = {}
         # Final, their task_finished being sent: not settled yet.
         self._finishing: set[str] = set()
         # Waiting for their transaction to commit.
-        self._uncommitted: set[str] = set()
+        self._uncommitted: dict[str, Envelope] = {}
+        # Cancelled while handed to the executor: its future's cancellation
+        # ends them FAILED (TaskCancelled), not dropped.
+        self._cancelling: set[str] = set()
+        # Running attempts with a timeout: (deadline (monotonic), sequence,
+        # result id, attempt, timeout); the timer thread stops them.
+        self._deadlines: list[tuple[float, int, str, int, float]] = []
+        self._sequence = itertools.count()
+        # What workers in this process call back (the start, metadata).
+        self.link = _WorkerLink(self)
         # Called once when a result settles (or vanishes), by its id; and
         # when nothing is unfinished any more. Each only passes the news on
         # (an Event's set, a loop's call_soon_threadsafe): they run under
@@ -279,7 +333,7 @@ class Runtime:
             kwargs,
             timezone.now(),
         )
-        envelope = self.config.serializer.envelope(result, self.mark_started)
+        envelope = self.config.serializer.envelope(result, self.link)
         # Copied before it is stored: nobody else can see it yet, and the
         # lock is held no longer than it must be.
         copy = snapshot(result)
@@ -573,9 +627,13 @@ class Runtime:
         """READY to RUNNING; a copy for task_started, or None if it was not READY."""
         with self._lock:
             result = self._store.get(result_id)
+            if (result_id, result.attempts + 1) in self._told_to_stop:
+                # Cancelled after its worker took it: the body never runs.
+                raise _cancelled_error(result_id)
             if result.status != READY:
                 return None
             _start(result, worker_id, started_at)
+            self._watch_deadline_locked(result)
             return snapshot(result)
 
     def _work(self, envelope: Envelope) -> None:
@@ -604,7 +662,9 @@ class Runtime:
 
     def _on_done(self, envelope: Envelope, future: Future[Outcome | None]) -> None:
         """The one completion callback, for the futures of either execution."""
-        self._futures.pop(envelope.result_id, None)
+        if self._futures.get(envelope.result_id) is future:
+            # (Not a later attempt's, after this one was abandoned.)
+            self._futures.pop(envelope.result_id, None)
         if self._store.shared:
             # The end is recorded in the store first: in the signal thread,
             # since the executor's own thread may be an event loop (Dask's
@@ -616,8 +676,15 @@ class Runtime:
     def _apply_done(self, envelope: Envelope, future: Future[Outcome | None]) -> None:
         try:
             outcome = future.result()
-        except CancelledError:  # by _stop, before any worker took it
-            self._drop([envelope])
+        except CancelledError:  # by _stop or cancel(), before any worker took it
+            with self._lock:
+                cancelled = envelope.result_id in self._cancelling
+                self._cancelling.discard(envelope.result_id)
+            if cancelled:
+                outcome = failed_outcome(_cancelled_error(envelope.result_id))
+                self._submit(self._finish(envelope, outcome)[0])
+            else:
+                self._drop([envelope])
             return
         except BaseException as exc:  # the executor failed the call, not the task
             outcome = failed_outcome(exc)
@@ -628,7 +695,12 @@ class Runtime:
             self._submit(self._finish(envelope, outcome)[0])
 
     def _finish(
-        self, envelope: Envelope, outcome: Outcome, worker_id: str | None = None
+        self,
+        envelope: Envelope,
+        outcome: Outcome,
+        worker_id: str | None = None,
+        *,
+        stopped: bool = False,
     ) -> tuple[list[Envelope], tuple[Envelope, datetime | None] | None]:
         """The one finish path: the final transition, task_finished, the waiters woken.
 
@@ -640,24 +712,37 @@ class Runtime:
         and the waking are left to the signal thread (``_send_later``), so
         that no receiver, however slow, holds up the executor's thread (a
         process pool's supervisor) or the tasks after.
+
+        A failed attempt that is retried goes back to the waiting line
+        (``_retry``) instead. The outcome of an attempt that was stopped and
+        abandoned (``_stop_attempt``; ``stopped``: the stop's own outcome)
+        only frees its worker.
         """
         result_id = envelope.result_id
-        if self._store.shared and not isinstance(outcome.exception, NotOwned):
+        if not stopped and id(envelope) in self._abandoned:
+            return self._release_abandoned(envelope), None
+        not_owned = isinstance(outcome.exception, NotOwned)
+        retry_in = None
+        if outcome.error is not None and not not_owned:
+            retry_in = self._retry_delay(result_id, outcome)
+        if retry_in is not None:
+            return self._retry(envelope, outcome, retry_in, worker_id), None
+        if self._store.shared and not not_owned:
             self._save_end(result_id, outcome)
         batch: list[Envelope] = []
         with self._lock:
             result = self._store.get(result_id)
             if result.is_finished:
                 return [], None
-            if isinstance(outcome.exception, NotOwned):
+            if not_owned:
                 # Taken over by another process, which records its end.
                 self._store.discard(result_id)
-                self._running.discard(result_id)
+                self._running.pop(result_id, None)
                 self._settle_locked(result_id, None)
                 return self._take_startable_locked(), None
             started = self._record_outcome_locked(result, outcome)
             if worker_id is None:
-                self._running.discard(result_id)
+                self._running.pop(result_id, None)
                 batch = self._take_startable_locked()
         if worker_id is None:
             self._submit(batch)
@@ -671,6 +756,212 @@ class Runtime:
             self._submit(self._settle(result, None)[0])
             raise
         return self._settle(result, worker_id)
+
+    # -- retries, timeouts, cancellation ---------------------------------
+
+    def _retry_delay(self, result_id: str, outcome: Outcome) -> float | None:
+        """Seconds until the next attempt after this failed one; None: no more."""
+        with self._lock:
+            result = self._store.get(result_id)
+            if result.is_finished:
+                return None
+            policy = self.config.attempts
+            if policy.max_attempts == 1 and not getattr(result.task, "max_attempts", 0):
+                return None  # the usual case: one attempt, nothing to look at
+            failed = snapshot(result)
+        # The result as this attempt leaves it (FAILED, its error added), for
+        # the backoff, as Django's proposal has it. A task that never started
+        # here (no attempt) is not retried.
+        _apply_outcome(failed, outcome)
+        if not failed.worker_ids:
+            return None
+        exception = outcome.exception_in_hand()
+        assert exception is not None  # an outcome with an error has one in hand
+        return policy.retry_delay(failed, exception)
+
+    def _retry(
+        self,
+        envelope: Envelope,
+        outcome: Outcome,
+        delay: float,
+        worker_id: str | None,
+    ) -> list[Envelope]:
+        """Back to READY, to start again in ``delay`` seconds: the attempt's
+        error kept, task_retrying sent, its worker freed."""
+        result_id = envelope.result_id
+        run_after = timezone.now() + timedelta(seconds=delay)
+        with self._lock:
+            result = self._store.get(result_id)
+            if result.is_finished:
+                return []
+            started = _requeue(result, outcome, run_after)
+            copy = snapshot(result)
+            self._running.pop(result_id, None)
+            batch = self._take_startable_locked()
+        if self._store.shared:
+            try:
+                self._store.save_retrying(copy)
+            except Exception:
+                logger.exception("Could not record the retry of task %s.", result_id)
+        retry = self.config.serializer.envelope(copy, self.link)
+        announce = partial(self._announce_retry, copy, started, outcome, retry)
+        if worker_id is not None:
+            announce()  # a worker of this process: in its own thread, in order
+        else:
+            self._send_later(announce)
+        return batch
+
+    def _announce_retry(
+        self,
+        result: TaskResult[..., Any],
+        started: TaskResult[..., Any] | None,
+        outcome: Outcome,
+        retry: Envelope,
+    ) -> None:
+        """task_retrying (with the attempt's exception in hand), then the next attempt queued."""
+        try:
+            if started is not None:
+                self._send(task_started, started)
+            self._send_with_exception(task_retrying, result, outcome)
+        finally:
+            self._release(retry)
+
+    def _release_abandoned(self, envelope: Envelope) -> list[Envelope]:
+        """An abandoned attempt's worker came back: it is free; its outcome is void."""
+        with self._lock:
+            self._abandoned.pop(id(envelope), None)
+            self._told_to_stop.discard((envelope.result_id, envelope.attempt))
+            return self._take_startable_locked()
+
+    def _watch_deadline_locked(self, result: TaskResult[..., Any]) -> None:
+        """A started attempt with a timeout: the timer thread stops it at its deadline."""
+        timeout = self.config.attempts.timeout_of(result.task)
+        if timeout is None:
+            return
+        entry = (
+            time.monotonic() + timeout,
+            next(self._sequence),
+            result.id,
+            result.attempts,
+            timeout,
+        )
+        heapq.heappush(self._deadlines, entry)
+        self._ensure_timer_locked()
+
+    def _stop_attempt(
+        self, result_id: str, attempt: int | None, error: Exception
+    ) -> None:
+        """End the attempt a worker has with ``error`` (TaskTimeout, TaskCancelled).
+
+        ``attempt``: only if that attempt still runs (None: whichever has a
+        worker, started or not). An executor that can kill a call's worker
+        (``kill(future, error)``, as ProcessPool) does, and the call's end
+        is the attempt's. Otherwise (a thread) the attempt is abandoned: its
+        result moves on now (FAILED, or to its next attempt), the task sees
+        ``context.is_cancelled`` (or, not started yet, never starts), and its
+        worker stays taken until the body returns.
+        """
+        with self._lock:
+            running = self._running.get(result_id)
+            if running is None or result_id not in self._store:
+                return
+            result = self._store.get(result_id)
+            if result.is_finished:
+                return
+            if attempt is not None and (
+                result.status != RUNNING or result.attempts != attempt
+            ):
+                return
+            future = self._futures.get(result_id)
+            kill = getattr(self._executor, "kill", None)
+            if self.config.execution is Execution.WORKER_LOOP or future is None:
+                kill = None
+            if kill is None:
+                del self._running[result_id]
+                self._abandoned[id(running)] = running
+                self._told_to_stop.add((result_id, running.attempt))
+        if kill is not None:
+            kill(future, error)
+            return
+        outcome = failed_outcome(error)
+        self._submit(self._finish(running, outcome, stopped=True)[0])
+
+    def _expire_due_locked(self) -> list[tuple[str, int, float]]:
+        """Take the attempts whose deadline has passed."""
+        now = time.monotonic()
+        due = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, result_id, attempt, timeout = heapq.heappop(self._deadlines)
+            due.append((result_id, attempt, timeout))
+        return due
+
+    def _time_out(self, result_id: str, attempt: int, timeout: float) -> None:
+        error = TaskTimeout(
+            f"Task result {result_id} ran longer than its timeout of {timeout:g}s "
+            f"(attempt {attempt})."
+        )
+        self._stop_attempt(result_id, attempt, error)
+
+    def cancel(self, result_id: str) -> TaskResult[..., Any]:
+        """Cancel a task: a waiting one never starts, a running one is stopped.
+
+        Either way it ends FAILED with TaskCancelled, and task_finished is
+        sent; returns the result then. A finished result is returned as it
+        is (nothing to cancel). Raises TaskResultDoesNotExist for an unknown id.
+        """
+        error = _cancelled_error(result_id)
+        future = None
+        with self._lock:
+            _check_id(result_id)
+            if result_id not in self._store:
+                held = False
+            else:
+                held = True
+                result = self._store.get(result_id)
+                if result.is_finished:
+                    return snapshot(result)
+                waiting = None
+                if result.status == READY:
+                    waiting = self._line.remove(
+                        lambda item: item.result_id == result_id
+                    )
+                    if waiting is None:
+                        waiting = self._uncommitted.pop(result_id, None)
+                    if waiting is None and result_id in self._running:
+                        future = self._futures.get(result_id)
+                        self._cancelling.add(result_id)
+        if not held:
+            return self._store.cancel_elsewhere(result_id, error)
+        if waiting is not None:
+            self._submit(self._finish(waiting, failed_outcome(error))[0])
+        elif future is not None and future.cancel():
+            pass  # _apply_done ends it, FAILED
+        else:
+            with self._lock:
+                self._cancelling.discard(result_id)
+            # Running, or a worker has it already.
+            self._stop_attempt(result_id, None, error)
+        try:
+            return self.wait_for_result(result_id, CANCEL_WAIT)
+        except TimeoutError:
+            return self.get_result(result_id)
+
+    def save_metadata(
+        self, result_id: str, attempt: int, metadata: dict[str, Any]
+    ) -> None:
+        """A running task saved its metadata (``context.save_metadata()``)."""
+        with self._lock:
+            if result_id not in self._store:
+                return
+            result = self._store.get(result_id)
+            if result.status != RUNNING or result.attempts != attempt:
+                return  # an abandoned attempt's: its result has moved on
+            object.__setattr__(result, "metadata", metadata)
+        if self._store.shared:
+            try:
+                self._store.save_metadata(result_id, copy_json(metadata))
+            except Exception:
+                logger.exception("Could not record the metadata of task %s.", result_id)
 
     def _signal_end(
         self,
@@ -763,23 +1054,27 @@ class Runtime:
             logger.exception("Could not record the end of task %s.", result_id)
 
     def _send_finished(self, result: TaskResult[..., Any], outcome: Outcome) -> None:
-        """Send task_finished; for a failure, with the exception in hand.
+        # A final result never changes again: copied outside the lock.
+        self._send_with_exception(task_finished, snapshot(result), outcome)
+
+    def _send_with_exception(
+        self, signal: Signal, copy: TaskResult[..., Any], outcome: Outcome
+    ) -> None:
+        """Send ``signal``; for a failure, with the exception in hand.
 
         As ImmediateBackend does, so that receivers that read
         ``sys.exc_info()`` (Django's own log line, error trackers) see the
         exception and its traceback.
         """
-        # A final result never changes again: copied outside the lock.
-        copy = snapshot(result)
         exception = outcome.exception_in_hand()
         if exception is None:
-            self._send(task_finished, copy)
+            self._send(signal, copy)
             return
         traceback = exception.__traceback__
         try:
             raise exception
         except BaseException:
-            self._send(task_finished, copy)
+            self._send(signal, copy)
         finally:
             exception.__traceback__ = traceback
 
@@ -789,7 +1084,7 @@ class Runtime:
         """Wake the result's waiters, free its worker, take what can start now."""
         with self._lock:
             self._finishing.discard(result.id)
-            self._running.discard(result.id)
+            self._running.pop(result.id, None)
             self._settle_locked(result.id, result)
             batch = self._take_startable_locked()
             if worker_id is None or not batch:
@@ -800,6 +1095,7 @@ class Runtime:
             taken, started_at = batch.pop(0), timezone.now()
             result = self._store.get(taken.result_id)
             _start(result, worker_id, started_at)
+            self._watch_deadline_locked(result)
             running = snapshot(result)
         self._send(task_started, running)
         return batch, (taken, started_at)
@@ -825,7 +1121,7 @@ class Runtime:
             ]
             for result_id in result_ids:
                 self._store.discard(result_id)
-                self._running.discard(result_id)
+                self._running.pop(result_id, None)
                 self._settle_locked(result_id, None)
         if not result_ids:
             return
@@ -859,6 +1155,8 @@ class Runtime:
         with self._lock:
             exiting = self._exiting
             batch = []
+            if self._store.get(envelope.result_id).is_finished:
+                return  # cancelled before its transaction committed
             if not exiting:
                 self._line.push(envelope, task.priority, task.run_after)
                 if task.run_after is not None:
@@ -878,11 +1176,12 @@ class Runtime:
     def _take_startable_locked(self) -> list[Envelope]:
         """Take what free workers can start now, highest priority first."""
         batch = []
-        while len(self._running) < self.config.max_workers:
+        # An abandoned attempt's thread still holds its worker.
+        while len(self._running) + len(self._abandoned) < self.config.max_workers:
             envelope = self._line.pop()
             if envelope is None:
                 break
-            self._running.add(envelope.result_id)
+            self._running[envelope.result_id] = envelope
             batch.append(envelope)
         return batch
 
@@ -952,35 +1251,48 @@ class Runtime:
             self._timer_wakeup.notify_all()
 
     def _run_timer(self) -> None:
+        """Wake at each run_after that comes, and at each attempt's deadline."""
         while True:
             with self._lock:
                 # Due tasks that found no free worker join the startable ones
                 # (a finishing task starts them), so the wait below is for a
                 # run_after still ahead, not a busy loop on one already past.
                 self._line.promote_due()
-                due = self._line.next_due()
-                while not self._exiting and (due is None or due > time.time()):
-                    self._timer_wakeup.wait(
-                        None if due is None else _wait_time(due - time.time())
-                    )
-                    due = self._line.next_due()
+                while not self._exiting:
+                    wait = self._next_wake_locked()
+                    if wait is not None and wait <= 0:
+                        break
+                    self._timer_wakeup.wait(_wait_time(wait))
                 if self._exiting:
                     return
+                expired = self._expire_due_locked()
                 batch = self._take_startable_locked()
             self._submit(batch)
+            for result_id, attempt, timeout in expired:
+                self._time_out(result_id, attempt, timeout)
+
+    def _next_wake_locked(self) -> float | None:
+        """Seconds until the next run_after or deadline (None: none ahead)."""
+        waits = []
+        due = self._line.next_due()
+        if due is not None:
+            waits.append(due - time.time())
+        if self._deadlines:
+            waits.append(self._deadlines[0][0] - time.monotonic())
+        return min(waits) if waits else None
 
     # -- on-commit hand-off ------------------------------------------------
 
     def _defer_to_commit(self, envelope: Envelope, connection: Any, held: bool) -> None:
         hook = _CommitHook(self, envelope, held)
         with self._lock:
-            self._uncommitted.add(envelope.result_id)
+            self._uncommitted[envelope.result_id] = envelope
         weakref.finalize(hook, self._forget_uncommitted, envelope.result_id, held)
         connection.on_commit(hook)
 
     def _release_committed(self, envelope: Envelope, held: bool) -> None:
         with self._lock:
-            self._uncommitted.discard(envelope.result_id)
+            self._uncommitted.pop(envelope.result_id, None)
         if held:
             self._store.save_committed(envelope.result_id)
         self._release(envelope)
@@ -989,8 +1301,8 @@ class Runtime:
         """The enqueue was rolled back: the result vanishes with it."""
         with self._lock:
             if result_id not in self._uncommitted:
-                return  # committed: the hook is collected after it ran
-            self._uncommitted.discard(result_id)
+                return  # committed (or cancelled): the hook is collected after it ran
+            del self._uncommitted[result_id]
             self._store.discard(result_id)
             self._settle_locked(result_id, None)
         if held:
@@ -1021,7 +1333,7 @@ class Runtime:
                 if result.id in self._store:
                     continue
                 self._store.add(result)
-            self._release(self.config.serializer.envelope(result, self.mark_started))
+            self._release(self.config.serializer.envelope(result, self.link))
 
     def _send(self, signal: Signal, result: TaskResult[..., Any]) -> None:
         """Send a task signal; what a receiver raises never reaches our code.
@@ -1071,6 +1383,8 @@ def _apply_outcome(
         # with no channel back): apply it now, with its true time.
         _start(result, outcome.worker_id, outcome.started_at)
         started = snapshot(result)
+    if outcome.metadata is not None:
+        object.__setattr__(result, "metadata", outcome.metadata)
     if outcome.error is None:
         transition(
             result,
@@ -1086,6 +1400,31 @@ def _apply_outcome(
             errors=[*result.errors, outcome.error],
         )
     return started
+
+
+def _requeue(
+    result: TaskResult[..., Any], outcome: Outcome, run_after: datetime
+) -> TaskResult[..., Any] | None:
+    """A failed attempt's result back to READY, to start again at ``run_after``
+    (its task's ``run_after``); a copy for task_started if the start is
+    applied only now."""
+    started = None
+    if result.status == READY and outcome.worker_id and outcome.started_at:
+        _start(result, outcome.worker_id, outcome.started_at)
+        started = snapshot(result)
+    if outcome.metadata is not None:
+        object.__setattr__(result, "metadata", outcome.metadata)
+    transition(
+        result,
+        READY,
+        errors=[*result.errors, outcome.error],
+        task=result.task.using(run_after=run_after),
+    )
+    return started
+
+
+def _cancelled_error(result_id: str) -> TaskCancelled:
+    return TaskCancelled(f"Task result {result_id} was cancelled.")
 
 
 def _check_id(result_id: object) -> None:

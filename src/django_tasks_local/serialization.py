@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from django.tasks import TaskResult
 
-from .results import copy_json
+from .results import copy_json, metadata_of
 from .runner import Envelope, StartReporter, TaskReference
 
 
@@ -44,6 +44,10 @@ class CopySerializer:
             copy_json(result.kwargs),
             result.enqueued_at,
             report_started,
+            None,
+            list(result.worker_ids),
+            list(result.errors),
+            copy_json(metadata_of(result)),
         )
 
 
@@ -55,9 +59,12 @@ class PickleSerializer:
     ) -> Envelope:
         reference = TaskReference.from_task(result.task)
         args, kwargs, enqueued_at = result.args, result.kwargs, result.enqueued_at
-        envelope = Envelope(result.id, reference, args, kwargs, enqueued_at)
+        earlier = (list(result.worker_ids), list(result.errors), metadata_of(result))
+        envelope = Envelope(
+            result.id, reference, args, kwargs, enqueued_at, None, None, *earlier
+        )
         # Pickled here, once: the pool then sends these bytes as they are.
         pickled = pickle.dumps(envelope, protocol=pickle.HIGHEST_PROTOCOL)
         return Envelope(
-            result.id, reference, args, kwargs, enqueued_at, pickled=pickled
+            result.id, reference, args, kwargs, enqueued_at, None, pickled, *earlier
         )

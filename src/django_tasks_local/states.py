@@ -17,10 +17,11 @@ SUCCESSFUL = TaskResultStatus.SUCCESSFUL
 FAILED = TaskResultStatus.FAILED
 
 # READY -> FAILED covers a task that could not start at all (its worker died
-# first, or the backend closed); the other edges are the ordinary life.
+# first, the backend closed, it was cancelled); RUNNING -> READY a failed
+# attempt that will be retried; the other edges are the ordinary life.
 ALLOWED_TRANSITIONS: dict[TaskResultStatus, frozenset[TaskResultStatus]] = {
     READY: frozenset({RUNNING, FAILED}),
-    RUNNING: frozenset({SUCCESSFUL, FAILED}),
+    RUNNING: frozenset({READY, SUCCESSFUL, FAILED}),
     SUCCESSFUL: frozenset(),
     FAILED: frozenset(),
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 
@@ -46,6 +47,17 @@ class WaitingLine[Item]:
     def next_due(self) -> float | None:
         """When the earliest deferred task becomes startable (POSIX time)."""
         return self._deferred[0][0] if self._deferred else None
+
+    def remove(self, match: Callable[[Item], bool]) -> Item | None:
+        """Take out the first item ``match`` accepts (a cancelled task), if any."""
+        for heap in (self._startable, self._deferred):
+            for index, entry in enumerate(heap):
+                if match(entry[-1]):
+                    heap[index] = heap[-1]
+                    heap.pop()
+                    heapq.heapify(heap)
+                    return entry[-1]  # type: ignore[return-value]
+        return None
 
     def drain(self) -> list[Item]:
         """Remove and return everything waiting."""

@@ -18,17 +18,25 @@ from django.tasks.backends.base import BaseTaskBackend
 from ..options import (
     Option,
     boolean_or_database,
+    callable_or_path,
+    combination_error,
+    exception_classes,
     finite_positive_number,
     non_negative_number,
     one_of,
+    optional_boolean,
     optional_positive_int,
+    optional_positive_number,
     parse_options,
     positive_int,
+    resolve,
     string,
 )
 from ..result_store import ResultStore
+from ..retries import AttemptPolicy, default_backoff
 from ..runtime import Execution, Runtime, RuntimeConfig, runtime_for
 from ..serialization import CopySerializer, Serializer
+from ..task_class import LocalTask
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -65,6 +73,13 @@ class ExecutorBackend(BaseTaskBackend):
     supports_get_result = True
     # When every worker is busy, waiting tasks start highest priority first.
     supports_priority = True
+    # Results carry metadata, which a running task can save (as Django
+    # proposes it: django/new-features#141).
+    supports_metadata = True
+
+    #: Tasks get retries, a timeout and metadata (``@task(max_attempts=...)``
+    #: on Django 6.1, which passes the decorator's extra arguments here).
+    task_class = LocalTask
 
     #: How tasks reach the workers: the task itself and copies of its
     #: arguments, for an executor in this process.
@@ -142,15 +157,68 @@ class ExecutorBackend(BaseTaskBackend):
                 "by another (database store)."
             ),
         ),
+        "MAX_ATTEMPTS": Option(
+            default=1,
+            validate=positive_int,
+            help="How many times a task is tried in all (1: no retries).",
+        ),
+        "BACKOFF": Option(
+            default=default_backoff,
+            validate=callable_or_path,
+            help=(
+                "backoff(exception, task_result): seconds until the next attempt, "
+                "or None for no more (a callable, or its dotted path)."
+            ),
+        ),
+        "RETRY_ON": Option(
+            default=(Exception,),
+            validate=exception_classes,
+            help="The exception classes (or their dotted paths) that are retried.",
+        ),
+        "RETRY_CRASHED": Option(
+            default=False,
+            validate=optional_boolean,
+            help=(
+                "Whether a task whose worker process crashed (or whose process "
+                "was lost) is retried: it may have done its work already."
+            ),
+        ),
+        "TIMEOUT": Option(
+            default=None,
+            validate=optional_positive_number,
+            help=(
+                "Seconds an attempt may run: past them its worker process is "
+                "killed (a thread is abandoned) and it fails with TaskTimeout."
+            ),
+        ),
     }
+
+    #: Settings the proposal for retries (django/new-features#142) puts
+    #: beside BACKEND rather than in OPTIONS: read from either place.
+    top_level_options: ClassVar[tuple[str, ...]] = ("MAX_ATTEMPTS", "BACKOFF")
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
+        given, twice = self.options, []
+        top_level = {
+            name: params[name] for name in self.top_level_options if name in params
+        }
+        if top_level and isinstance(given, dict):
+            twice = [name for name in top_level if name in given]
+            given = {**given, **top_level}
         self.settings, self._option_errors = parse_options(
-            alias, self.declared_options, self.options
+            alias, self.declared_options, given
         )
         if self.settings["MAX_WORKERS"] is None:
             self.settings["MAX_WORKERS"] = self.default_max_workers
+        for name in twice:
+            self._option_errors.append(
+                combination_error(
+                    alias,
+                    f"{name} is set both in OPTIONS and beside BACKEND.",
+                    "Set it in one place.",
+                )
+            )
         self._option_errors += self.check_option_combinations()
         self._runtime_key: Hashable = (type(self), alias, _freeze(params))
 
@@ -185,6 +253,13 @@ class ExecutorBackend(BaseTaskBackend):
             enqueue_on_commit=self.commit_database,
             shutdown_timeout=self.settings["SHUTDOWN_TIMEOUT"],
             create_store=self._create_store,
+            attempts=AttemptPolicy(
+                max_attempts=self.settings["MAX_ATTEMPTS"],
+                backoff=resolve(self.settings["BACKOFF"]),
+                retry_on=resolve(self.settings["RETRY_ON"]),
+                retry_crashed=bool(self.settings["RETRY_CRASHED"]),
+                timeout=self.settings["TIMEOUT"],
+            ),
         )
 
     def _create_store(self) -> ResultStore:
@@ -253,6 +328,21 @@ class ExecutorBackend(BaseTaskBackend):
         for an unknown (or evicted) id.
         """
         return self.runtime.wait_for_result(result_id, timeout)
+
+    def cancel(self, result_id: str) -> TaskResult[..., Any]:
+        """Cancel a task, and return its result, FAILED with TaskCancelled.
+
+        A task that has not started never will. A running one's worker
+        process is killed; a running thread cannot be: its task sees
+        ``context.is_cancelled``, and its result is final at once. A
+        finished result is returned unchanged: there is nothing to cancel.
+        Raises TaskResultDoesNotExist for an unknown id.
+        """
+        return self.runtime.cancel(result_id)
+
+    async def acancel(self, result_id: str) -> TaskResult[..., Any]:
+        """``cancel()``, for async code."""
+        return await sync_to_async(self.cancel, thread_sensitive=False)(result_id)
 
     def wait_until_idle(self, timeout: float | None = None) -> None:
         """Block until no task is waiting or running (TimeoutError after ``timeout``)."""

@@ -37,11 +37,6 @@ class ProcessPoolBackend(ExecutorBackend):
             validate=one_of(*multiprocessing.get_all_start_methods()),
             help="How worker processes start: 'spawn', 'forkserver' or 'fork'.",
         ),
-        "TIMEOUT": Option(
-            default=None,
-            validate=optional_positive_number,
-            help="Seconds a task may run before its worker process is killed.",
-        ),
         "MAX_TASKS_PER_CHILD": Option(
             default=None,
             validate=optional_positive_int,
@@ -82,7 +77,6 @@ class ProcessPoolBackend(ExecutorBackend):
             initializer=worker_process.set_up,
             on_started=self.runtime.relay_started,
             handle_request=worker_process.answer,
-            timeout=self.settings["TIMEOUT"],
             max_tasks_per_child=self.settings["MAX_TASKS_PER_CHILD"],
             start_timeout=self.settings["WORKER_START_TIMEOUT"],
         )

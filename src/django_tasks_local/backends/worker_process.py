@@ -32,6 +32,7 @@ _inherited_connections: list[Any] = []
 def set_up() -> None:
     """In a new worker process: start reports, enqueues to the parent, Django."""
     runner.set_process_start_reporter(processes.report_started)
+    runner.set_process_metadata_saver(_save_metadata_in_parent)
     # Before Django: an AppConfig.ready() may enqueue (or start a scheduler
     # that does) while django.setup() runs.
     base.forward_enqueues(_enqueue_in_parent)
@@ -39,8 +40,9 @@ def set_up() -> None:
 
 
 def answer(request: tuple[Any, ...]) -> Any:
-    """In the web process: run a task that a worker's task enqueued on ``alias``."""
-    _, alias, envelope = request
+    """In the web process: what a worker's task asks of ``alias``'s backend:
+    run a task it enqueued, or keep the metadata it saved."""
+    kind, alias = request[0], request[1]
     from django.tasks import task_backends
 
     backend = task_backends[alias]
@@ -48,6 +50,11 @@ def answer(request: tuple[Any, ...]) -> Any:
         raise TypeError(
             f"Task backend {alias!r} is not a django-tasks-local backend here."
         )
+    if kind == "metadata":
+        _, _, result_id, attempt, metadata = request
+        backend.runtime.save_metadata(result_id, attempt, metadata)
+        return None
+    envelope = request[2]
     task = envelope.task
     if isinstance(task, TaskReference):
         task = task.resolve()
@@ -56,6 +63,14 @@ def answer(request: tuple[Any, ...]) -> Any:
         task, envelope.args, envelope.kwargs, result_id=envelope.result_id
     )
     return result.enqueued_at
+
+
+def _save_metadata_in_parent(
+    alias: str, result_id: str, attempt: int, metadata: dict[str, Any]
+) -> None:
+    """``context.save_metadata()`` in a worker process: kept by the parent,
+    which holds the result."""
+    processes.ask_parent(("metadata", alias, result_id, attempt, metadata))
 
 
 def _enqueue_in_parent(
