@@ -34,6 +34,7 @@ from django_tasks_local import (
     PickleSerializer,
     ThreadPool,
     ThreadPoolBackend,
+    task_retrying,
 )
 
 #: Seconds a test waits for what should happen at once: a deadline, never
@@ -305,11 +306,13 @@ def temporary_alias(like: str, **options: Any) -> Iterator[str]:
 
 
 class SignalLog:
-    """Records the three task signals, by result id, as the receivers saw them."""
+    """Records the task signals (Django's three, and task_retrying), by
+    result id, as the receivers saw them."""
 
     signals = {
         "enqueued": task_enqueued,
         "started": task_started,
+        "retrying": task_retrying,
         "finished": task_finished,
     }
 

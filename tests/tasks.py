@@ -12,6 +12,7 @@ docs/scheduling.md shows the section between the ``--8<--`` markers.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextvars
 import ctypes
 import os
@@ -26,7 +27,7 @@ from django.db.models import F
 from django.tasks import task
 from django.utils import timezone
 
-from django_tasks_local import current_result_id
+from django_tasks_local import LocalTask, current_result_id
 from django_tasks_local.executors.processes import ask_parent
 from tests.models import Record
 
@@ -536,3 +537,137 @@ def touch_then_exit_hard(path):
     with open(path, "a") as marks:
         marks.write("attempt\n")
     os._exit(5)
+
+
+# -- attempts: retries, timeouts, metadata, cancellation (issue 14) ------------
+# LocalTask(func=...) rather than @task(max_attempts=...): Django 6.0's @task
+# passes no extra arguments to the backend's task_class.
+
+
+def local_task(**fields):
+    """``@task(**fields)`` as Django 6.1 does it, on 6.0 too."""
+
+    def wrap(func):
+        return LocalTask(func=func, **fields)
+
+    return wrap
+
+
+def no_wait(exception, task_result):
+    """A backoff: the next attempt at once."""
+    return 0
+
+
+def count_attempt(path):
+    """Append a line to ``path``; return how many lines it has now."""
+    with open(path, "a") as log:
+        log.write(f"{os.getpid()}\n")
+    return len(Path(path).read_text().splitlines())
+
+
+@local_task(takes_context=True, max_attempts=3, backoff=no_wait)
+def fail_times(context, path, failures, exception="ValueError"):
+    """Fail (raising ``exception``, a builtin's name) the first ``failures``
+    attempts; then return the attempt number that context.attempt gives."""
+    attempt = count_attempt(path)
+    if attempt <= failures:
+        raise getattr(builtins, exception)(f"attempt {attempt}")
+    return {"attempt": context.attempt, "counted": attempt}
+
+
+@local_task(takes_context=True, max_attempts=3, backoff=no_wait, retry_on=[KeyError])
+def fail_with_value_error_once(context, path):
+    """Retried only on KeyError: its ValueError ends it."""
+    if count_attempt(path) == 1:
+        raise ValueError("not retried")
+    return context.attempt
+
+
+@task(takes_context=True)
+def fail_plainly(context, path):
+    """A plain @task that always fails (the alias's OPTIONS decide its retries)."""
+    count_attempt(path)
+    raise ValueError(f"attempt {context.attempt}")
+
+
+@local_task(max_attempts=2, backoff=no_wait)
+def crash_once(path):
+    """Its worker process dies at the first attempt; the second returns its pid."""
+    if count_attempt(path) == 1:
+        os._exit(3)
+    return os.getpid()
+
+
+@local_task(max_attempts=2, backoff=no_wait, retry_crashed=True)
+def crash_once_retried(path):
+    if count_attempt(path) == 1:
+        os._exit(3)
+    return os.getpid()
+
+
+@local_task(takes_context=True, timeout=0.5)
+def block_past_timeout(context, path, release):
+    """Run past a 0.5 s timeout until ``release`` exists; write ``path`` with
+    what the task saw of its cancellation when it stopped."""
+    count_attempt(path + ".attempts")
+    deadline = time.monotonic() + GIVE_UP
+    while not Path(release).exists() and time.monotonic() < deadline:
+        if context.is_cancelled:
+            Path(path).write_text("told to stop")
+            return "stopped"
+        time.sleep(0.01)
+    Path(path).write_text("released")
+    return "released"
+
+
+@local_task(takes_context=True, timeout=0.5, max_attempts=2, backoff=no_wait)
+def time_out_once(context, path):
+    """Past its timeout at the first attempt (until told to stop), quick at the second."""
+    attempt = count_attempt(path)
+    if attempt == 1:
+        deadline = time.monotonic() + GIVE_UP
+        while not context.is_cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return context.attempt
+
+
+@task(takes_context=True)
+def wait_for_cancel(context, started, seen):
+    """Write ``started``; wait until told to stop (thread backends), then write ``seen``."""
+    Path(started).write_text(str(os.getpid()))
+    deadline = time.monotonic() + GIVE_UP
+    while not context.is_cancelled:
+        if time.monotonic() > deadline:
+            raise TimeoutError("never cancelled")
+        time.sleep(0.01)
+    Path(seen).write_text("cancelled")
+    return "saw it"
+
+
+@task(takes_context=True)
+def report_progress(context, release):
+    """Save progress 50 (metadata), wait for ``release``, then leave 100 unsaved."""
+    context.metadata["progress"] = 50
+    context.save_metadata()
+    _wait_for_path(release)
+    context.metadata["progress"] = 100
+    return dict(context.metadata)
+
+
+@task(takes_context=True)
+async def async_report_progress(context, release):
+    context.metadata["progress"] = 50
+    await context.asave_metadata()
+    await asyncio.to_thread(_wait_for_path, release)
+    return context.metadata["progress"]
+
+
+@task(takes_context=True)
+def save_bad_metadata(context):
+    context.metadata["when"] = object()
+    context.save_metadata()
+
+
+@task(takes_context=True)
+def read_metadata(context):
+    return dict(context.metadata)

@@ -8,12 +8,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from django.tasks import TaskResult
 from django.tasks.base import TaskError
 from django.utils.json import normalize_json
 from django.utils.safestring import mark_safe
 
-from django_tasks_local.results import new_result, normalize, ready_result, snapshot
+from django_tasks_local.results import (
+    LocalTaskResult,
+    new_result,
+    normalize,
+    ready_result,
+    snapshot,
+)
 from django_tasks_local.runner import Envelope, Outcome, TaskReference
 from django_tasks_local.serialization import PickleSerializer
 from django_tasks_local.states import READY, RUNNING, SUCCESSFUL, transition
@@ -107,9 +112,11 @@ def _fields(args: Any, kwargs: Any) -> dict[str, Any]:
 )
 def test_new_result_equals_the_django_constructor(args: Any, kwargs: Any) -> None:
     built = new_result(**_fields(args, kwargs))
-    expected = TaskResult(**_fields(args, kwargs))
+    # Django's own constructor, through our subclass (which adds metadata).
+    expected = LocalTaskResult(**_fields(args, kwargs))
     assert built == expected
-    assert type(built) is TaskResult
+    assert type(built) is LocalTaskResult
+    assert built.metadata == {}
     assert type(built.args) is list and type(built.kwargs) is dict
 
 

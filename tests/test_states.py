@@ -17,7 +17,13 @@ RUNNING = TaskResultStatus.RUNNING
 SUCCESSFUL = TaskResultStatus.SUCCESSFUL
 FAILED = TaskResultStatus.FAILED
 
-ALLOWED = {(READY, RUNNING), (READY, FAILED), (RUNNING, SUCCESSFUL), (RUNNING, FAILED)}
+ALLOWED = {
+    (READY, RUNNING),
+    (READY, FAILED),
+    (RUNNING, SUCCESSFUL),
+    (RUNNING, FAILED),
+    (RUNNING, READY),  # a failed attempt that will be retried
+}
 REFUSED = sorted(set(product(TaskResultStatus, repeat=2)) - ALLOWED)
 
 
