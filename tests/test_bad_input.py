@@ -20,9 +20,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.tasks import TaskResultStatus, task, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 
-from django_tasks_local import InvalidTaskArguments
+from django_tasks_local import InvalidTaskArguments, LocalTask
 from tests.helpers import DEADLINE, temporary_alias
-from tests.tasks import return_set, return_unnormalizable, square
+from tests.tasks import return_set, return_unnormalizable, save_bad_metadata, square
 
 
 def nested(depth):
@@ -154,6 +154,95 @@ ROWS = [
         options={"WORKER_START_TIMEOUT": 0},
         alias_usable_after=False,
         kinds=("processes", "processes-sqlite", "processes-postgres"),
+    ),
+    Row(
+        "max_attempts below 1",
+        lambda alias: LocalTask(func=square.func, backend=alias, max_attempts=0),
+        InvalidTask,
+        "Task 'tests.tasks.square': max_attempts must be a whole number of at least 1, not 0.",
+    ),
+    Row(
+        "backoff that is not callable",
+        lambda alias: LocalTask(func=square.func, backend=alias, backoff=30),
+        InvalidTask,
+        "Task 'tests.tasks.square': backoff must be a callable (or None), not 30.",
+    ),
+    Row(
+        "retry_on that is not a list of exception classes",
+        lambda alias: LocalTask(func=square.func, backend=alias, retry_on=[int]),
+        InvalidTask,
+        "retry_on must list exception classes, and <class 'int'> is not one.",
+    ),
+    Row(
+        "timeout of 0",
+        lambda alias: LocalTask(func=square.func, backend=alias, timeout=0),
+        InvalidTask,
+        "Task 'tests.tasks.square': timeout must be a finite number of seconds above 0, not 0.",
+    ),
+    Row(
+        "metadata that is not a dict",
+        lambda alias: square.using(backend=alias, metadata=[1]),
+        InvalidTask,
+        "Task 'tests.tasks.square': metadata must be a dict, not list.",
+    ),
+    Row(
+        "metadata that is not JSON",
+        lambda alias: square.using(backend=alias, metadata={"a": object()}),
+        InvalidTask,
+        "metadata['a'] is not JSON: Unsupported type: <class 'object'>",
+    ),
+    Row(
+        "saved metadata that is not JSON",
+        lambda alias: save_bad_metadata.using(backend=alias).enqueue(),
+        TypeError,
+        "context.metadata['when'] is not JSON: Unsupported type: <class 'object'>",
+        in_result=True,
+    ),
+    Row(
+        "invalid MAX_ATTEMPTS",
+        lambda alias: square.using(backend=alias).enqueue(1),
+        ImproperlyConfigured,
+        "['MAX_ATTEMPTS'] must be a whole number of at least 1, not 0.",
+        options={"MAX_ATTEMPTS": 0},
+        alias_usable_after=False,
+    ),
+    Row(
+        "BACKOFF that cannot be imported",
+        lambda alias: square.using(backend=alias).enqueue(1),
+        ImproperlyConfigured,
+        "['BACKOFF'] must be a callable or its dotted path; No module named 'myapp'.",
+        options={"BACKOFF": "myapp.backoffs.linear"},
+        alias_usable_after=False,
+    ),
+    Row(
+        "RETRY_ON that is not exception classes",
+        lambda alias: square.using(backend=alias).enqueue(1),
+        ImproperlyConfigured,
+        "['RETRY_ON'] must list exception classes, and <class 'int'> is not one.",
+        options={"RETRY_ON": [int]},
+        alias_usable_after=False,
+    ),
+    Row(
+        "invalid RETRY_CRASHED",
+        lambda alias: square.using(backend=alias).enqueue(1),
+        ImproperlyConfigured,
+        "['RETRY_CRASHED'] must be True or False, not 'yes'.",
+        options={"RETRY_CRASHED": "yes"},
+        alias_usable_after=False,
+    ),
+    Row(
+        "invalid TIMEOUT",
+        lambda alias: square.using(backend=alias).enqueue(1),
+        ImproperlyConfigured,
+        "['TIMEOUT'] must be a number of seconds above 0, or None, not 0.",
+        options={"TIMEOUT": 0},
+        alias_usable_after=False,
+    ),
+    Row(
+        "cancel() with an unknown id",
+        lambda alias: task_backends[alias].cancel("0" * 32),
+        TaskResultDoesNotExist,
+        "0" * 32,
     ),
     Row(
         "unpicklable return value",

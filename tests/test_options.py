@@ -169,3 +169,55 @@ def test_the_checks_run_at_start_up():
 
 def test_the_test_settings_pass_the_checks():
     assert checks.run_checks() == []
+
+
+def backend_with_params(params):
+    with override_settings(TASKS={**settings.TASKS, "configured": params}):
+        return task_backends["configured"]
+
+
+def test_the_attempt_options_and_their_defaults():
+    from django_tasks_local import default_backoff
+
+    backend = backend_with({})
+    policy = backend._runtime_config().attempts
+    assert (policy.max_attempts, policy.retry_on, policy.retry_crashed) == (
+        1,
+        (Exception,),
+        False,
+    )
+    assert policy.backoff is default_backoff and policy.timeout is None
+
+    backend = backend_with(
+        {
+            "MAX_ATTEMPTS": 4,
+            "BACKOFF": "tests.tasks.no_wait",
+            "RETRY_ON": ["builtins.KeyError", OSError],
+            "RETRY_CRASHED": True,
+            "TIMEOUT": 2.5,
+        },
+        PROCESSES,
+    )
+    assert backend.check() == []
+    policy = backend._runtime_config().attempts
+    assert policy.backoff is tasks.no_wait  # the dotted path, imported
+    assert policy.retry_on == (KeyError, OSError)
+    assert (policy.max_attempts, policy.retry_crashed, policy.timeout) == (4, True, 2.5)
+
+
+def test_max_attempts_and_backoff_beside_backend_as_django_proposes():
+    backend = backend_with_params(
+        {"BACKEND": THREADS, "MAX_ATTEMPTS": 3, "BACKOFF": tasks.no_wait}
+    )
+    assert backend.check() == []
+    policy = backend._runtime_config().attempts
+    assert (policy.max_attempts, policy.backoff) == (3, tasks.no_wait)
+
+
+def test_max_attempts_in_both_places_is_e003():
+    backend = backend_with_params(
+        {"BACKEND": THREADS, "MAX_ATTEMPTS": 3, "OPTIONS": {"MAX_ATTEMPTS": 2}}
+    )
+    [error] = backend.check()
+    assert error.id == "django_tasks_local.E003"
+    assert "MAX_ATTEMPTS is set both in OPTIONS and beside BACKEND" in error.msg

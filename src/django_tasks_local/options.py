@@ -64,6 +64,12 @@ def optional_finite_positive_number(value: Any) -> str | None:
     return None if value is None else finite_positive_number(value)
 
 
+def boolean(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    return f"must be True or False, not {value!r}"
+
+
 def optional_boolean(value: Any) -> str | None:
     if value is None or isinstance(value, bool):
         return None

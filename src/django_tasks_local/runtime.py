@@ -21,6 +21,17 @@ One task's path through it::
                             v
     _finish(): the final transition, the freed worker's next task taken,
                task_finished, the waiters of that result woken
+        or, a failed attempt with attempts left (AttemptPolicy):
+    _retry():  READY again, its error kept, task_retrying --> the waiting line
+               at its next start (its task's run_after)
+
+Timeouts and cancel(). The timer thread that wakes tasks at their run_after
+also stops attempts at their deadline (``_stop_attempt``); ``cancel()`` stops
+one at once. An executor that can kill a call's worker (``kill(future,
+error)``: ProcessPool) does, and the killed call's end is the attempt's. A
+thread cannot be killed: its attempt is abandoned, its result moves on at
+once, the task sees ``context.is_cancelled``, and its worker stays taken
+(``_abandoned``) until the body returns, when its outcome is void.
 
 A worker loop sends its task's signals itself. For one call per task, the
 executor's thread (a process pool's supervisor) does only the bookkeeping,
@@ -580,6 +591,12 @@ class Runtime:
         task_started is sent at once, in that thread: its receivers run
         before the body, as under ImmediateBackend.
         """
+        if self._told_to_stop:
+            with self._lock:
+                result = self._store.get(result_id)
+                if (result_id, result.attempts + 1) in self._told_to_stop:
+                    # Cancelled after its worker took it: the body never runs.
+                    raise _cancelled_error(result_id)
         if self._store.shared:
             # Recorded before the body runs, and refused (NotOwned) if the
             # task was taken over: a task never runs twice.
@@ -627,9 +644,6 @@ class Runtime:
         """READY to RUNNING; a copy for task_started, or None if it was not READY."""
         with self._lock:
             result = self._store.get(result_id)
-            if (result_id, result.attempts + 1) in self._told_to_stop:
-                # Cancelled after its worker took it: the body never runs.
-                raise _cancelled_error(result_id)
             if result.status != READY:
                 return None
             _start(result, worker_id, started_at)
@@ -1155,7 +1169,8 @@ class Runtime:
         with self._lock:
             exiting = self._exiting
             batch = []
-            if self._store.get(envelope.result_id).is_finished:
+            result_id = envelope.result_id
+            if result_id not in self._store or self._store.get(result_id).is_finished:
                 return  # cancelled before its transaction committed
             if not exiting:
                 self._line.push(envelope, task.priority, task.run_after)

@@ -17,6 +17,7 @@ from django.tasks.backends.base import BaseTaskBackend
 
 from ..options import (
     Option,
+    boolean,
     boolean_or_database,
     callable_or_path,
     combination_error,
@@ -24,7 +25,6 @@ from ..options import (
     finite_positive_number,
     non_negative_number,
     one_of,
-    optional_boolean,
     optional_positive_int,
     optional_positive_number,
     parse_options,
@@ -177,7 +177,7 @@ class ExecutorBackend(BaseTaskBackend):
         ),
         "RETRY_CRASHED": Option(
             default=False,
-            validate=optional_boolean,
+            validate=boolean,
             help=(
                 "Whether a task whose worker process crashed (or whose process "
                 "was lost) is retried: it may have done its work already."
@@ -257,7 +257,7 @@ class ExecutorBackend(BaseTaskBackend):
                 max_attempts=self.settings["MAX_ATTEMPTS"],
                 backoff=resolve(self.settings["BACKOFF"]),
                 retry_on=resolve(self.settings["RETRY_ON"]),
-                retry_crashed=bool(self.settings["RETRY_CRASHED"]),
+                retry_crashed=self.settings["RETRY_CRASHED"],
                 timeout=self.settings["TIMEOUT"],
             ),
         )
