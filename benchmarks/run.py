@@ -40,6 +40,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,8 @@ class Sizes:
     store_throughput_tasks: int
     store_delay_samples: int
     tasks_db_delay_samples: int
+    # A running task's saved metadata, read back (both backends).
+    metadata_samples: int
 
 
 FULL = Sizes(
@@ -97,6 +100,7 @@ FULL = Sizes(
     store_throughput_tasks=2_000,
     store_delay_samples=300,
     tasks_db_delay_samples=20,
+    metadata_samples=40,
 )
 # The same scenarios, smaller: for a check of a change, not for the record.
 QUICK = Sizes(
@@ -114,6 +118,7 @@ QUICK = Sizes(
     store_throughput_tasks=500,
     store_delay_samples=50,
     tasks_db_delay_samples=6,
+    metadata_samples=10,
 )
 
 
@@ -516,6 +521,29 @@ class Bench:
             _settle()
         return _delay_stats(delays)
 
+    def metadata_delay(self, backend: Any, samples: int) -> dict[str, float]:
+        """From a running task's save_metadata() call to get_result() showing it.
+
+        The task notes perf_counter() in its metadata, saves it, and runs on
+        for a while (METADATA_HOLD): what get_result() shows meanwhile came
+        from the save, not from the task's end. The reader polls every 0.1 ms:
+        a loop that never sleeps would keep the GIL from the thread that
+        brings the save in (Python hands it over every 5 ms).
+        """
+        task = self.task("save_progress", backend.alias)
+        delays = []
+        for _ in range(samples):
+            result = task.enqueue()
+            while "saved_at" not in (seen := backend.get_result(result.id)).metadata:
+                check(
+                    not seen.is_finished,
+                    "metadata: the task ended before its save was seen",
+                )
+                time.sleep(0.0001)
+            delays.append(time.perf_counter() - seen.metadata["saved_at"])
+            backend.wait_for_result(result.id, WAIT)
+        return _delay_stats(delays)
+
     # -- the database store section ----------------------------------------------
     #
     # Three implementations, each on a SQLite file of its own set as the
@@ -846,6 +874,23 @@ class Bench:
                 },
             ),
             *self.store_scenarios(),
+            *(
+                Scenario(
+                    f"metadata_{kind}",
+                    f"save_metadata() in a running task to get_result() showing it, {kind}",
+                    [
+                        Metric("p50", "p50", "µs", Target("absolute", "<=", 100_000)),
+                        Metric("p99", "p99", "µs"),
+                    ],
+                    {"ours": partial(self.metadata_delay, backend, s.metadata_samples)},
+                    baseline="ours",
+                    group="metadata",
+                )
+                for kind, backend in (
+                    ("thread", self.threads),
+                    ("process", self.processes),
+                )
+            ),
         ]
 
     def store_scenarios(self) -> list[Scenario]:
@@ -1066,6 +1111,7 @@ _COLUMNS = {
         ("seed/raw", "seed", "ratio"),
         ("immediate", "immediate", "value"),
     ],
+    "metadata": [("ours", "ours", "value")],
     "database store": [
         ("ours, database store (SQLite)", "ours", "value"),
         ("ours, memory store", "memory", "value"),
@@ -1340,12 +1386,17 @@ def _main(
     rows = summarize(scenarios)
     executor_rows = [row for row in rows if row["group"] == "executors"]
     store_rows = [row for row in rows if row["group"] == "database store"]
+    metadata_rows = [row for row in rows if row["group"] == "metadata"]
     print()
     table = print_table(executor_rows) if executor_rows else ""
     print()
     store_table = ""
     if store_rows:
         store_table = print_table(store_rows, "database store")
+        print()
+    metadata_table = ""
+    if metadata_rows:
+        metadata_table = print_table(metadata_rows, "metadata")
         print()
     steps = anatomy(bench)
     steps_table = print_anatomy(steps)
@@ -1364,6 +1415,10 @@ def _main(
         "store_table": store_table,
         "store_table_markdown": markdown_table(store_rows, "database store")
         if store_rows
+        else "",
+        "metadata_table": metadata_table,
+        "metadata_table_markdown": markdown_table(metadata_rows, "metadata")
+        if metadata_rows
         else "",
         "anatomy": steps,
         "anatomy_table": steps_table,

@@ -32,9 +32,22 @@ def burn(n):
     return total
 
 
+# How long save_progress runs on after its save: far longer than the save
+# takes to reach the reader, so that what the reader sees is the save.
+METADATA_HOLD = 0.05  # seconds
+
+
+def save_progress(context):
+    """Save the time of the save in the result's metadata, then run on a while."""
+    context.metadata["saved_at"] = time.perf_counter()
+    context.save_metadata()
+    time.sleep(METADATA_HOLD)
+
+
 add_task = task(add)
 body_started_task = task(body_started)
 burn_task = task(burn)
+save_progress_task = task(takes_context=True)(save_progress)
 
 
 # The database store section: a worker in another process (django-tasks-db's

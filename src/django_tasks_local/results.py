@@ -37,7 +37,7 @@ _set_field = object.__setattr__
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LocalTaskResult(TaskResult):  # type: ignore[type-arg]
+class LocalTaskResult(TaskResult):  # type: ignore[type-arg, misc]
     """Django's ``TaskResult``, with the task's ``metadata``.
 
     ``metadata`` is a JSON dict: given at enqueue (``task.using(metadata=...)``),

@@ -385,6 +385,7 @@ def _context(
     link = envelope.report_started
     result_id, attempt = envelope.result_id, envelope.attempt
     save_metadata = getattr(link, "save_metadata", None)
+    save: Callable[[dict[str, Any]], None]
     if save_metadata is not None:
         save = partial(save_metadata, result_id, attempt)
     elif _process_metadata_saver is not None:

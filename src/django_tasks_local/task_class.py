@@ -59,7 +59,7 @@ class LocalTask(Task):  # type: ignore[type-arg]
         metadata: dict[str, Any] | None = None,
     ) -> LocalTask:
         """Django's ``using()``, and the ``metadata`` its results start with."""
-        task = Task.using(
+        task: LocalTask = Task.using(  # type: ignore[assignment]
             self,
             priority=priority,
             queue_name=queue_name,
@@ -68,7 +68,7 @@ class LocalTask(Task):  # type: ignore[type-arg]
         )
         if metadata is not None:
             task = replace(task, metadata=metadata)
-        return task  # type: ignore[return-value]
+        return task
 
 
 def _validate(task: LocalTask) -> None:
@@ -79,10 +79,11 @@ def _validate(task: LocalTask) -> None:
         "retry_crashed": optional_boolean(task.retry_crashed),
         "timeout": optional_finite_positive_number(task.timeout),
     }
-    if task.retry_on is not None:
-        if isinstance(task.retry_on, list):
-            object.__setattr__(task, "retry_on", tuple(task.retry_on))
-        problems["retry_on"] = exception_classes(task.retry_on, imports=False)
+    retry_on: Any = task.retry_on
+    if retry_on is not None:
+        if isinstance(retry_on, list):
+            object.__setattr__(task, "retry_on", tuple(retry_on))
+        problems["retry_on"] = exception_classes(retry_on, imports=False)
     for name, problem in problems.items():
         if problem is not None:
             raise InvalidTask(f"Task {task.module_path!r}: {name} {problem}.")

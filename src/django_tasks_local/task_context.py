@@ -13,7 +13,7 @@ from .results import normalize_metadata
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LocalTaskContext(TaskContext):
+class LocalTaskContext(TaskContext):  # type: ignore[type-arg, misc]
     """Django's ``TaskContext``, with the result's metadata and cancellation.
 
     ``attempt`` (Django's) counts this attempt: 1 for the first, 2 for the

@@ -50,13 +50,16 @@ class WaitingLine[Item]:
 
     def remove(self, match: Callable[[Item], bool]) -> Item | None:
         """Take out the first item ``match`` accepts (a cancelled task), if any."""
-        for heap in (self._startable, self._deferred):
-            for index, entry in enumerate(heap):
-                if match(entry[-1]):
-                    heap[index] = heap[-1]
-                    heap.pop()
-                    heapq.heapify(heap)
-                    return entry[-1]  # type: ignore[return-value]
+        for index, (*_, item) in enumerate(self._startable):
+            if match(item):
+                self._startable.pop(index)
+                heapq.heapify(self._startable)
+                return item
+        for index, (*_, item) in enumerate(self._deferred):
+            if match(item):
+                self._deferred.pop(index)
+                heapq.heapify(self._deferred)
+                return item
         return None
 
     def drain(self) -> list[Item]:
