@@ -15,7 +15,9 @@ Which backend runs the jobs is chosen here alone, by one environment variable:
   after it starts again. Made to be served by several processes
   (``make example`` runs gunicorn with 3 workers).
 
-The code (tasks, views) is the same for all four.
+The code (tasks, views) is the same for all four. Progress is kept in each
+task result's metadata, which only django-tasks-local's backends have: under
+``immediate`` and ``db`` the jobs run the same, and the page shows no progress.
 """
 
 import os
@@ -24,7 +26,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# The SQLite database and the progress cache live here.
+# The SQLite database lives here.
 DATA_DIR = Path(os.environ.get("DEMO_DATA_DIR", BASE_DIR / "var"))
 # SQLite creates its file but not the folder.
 DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -112,15 +114,6 @@ DATABASES = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         },
-    },
-}
-
-# Tasks report their progress here. Worker processes (the process pool's, or
-# db_worker) must see it too, so not the per-process local-memory cache.
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": DATA_DIR / "cache",
     },
 }
 

@@ -1,7 +1,7 @@
 """The demo's tasks: one I/O-bound, one CPU-bound, one that can fail.
 
-Each reports its progress under its own result id, which it learns from its
-TaskContext: that works on every backend alike. The process pool's workers
+Each keeps its progress in its result's metadata (``report_progress``), where
+the status view reads it back from the backend. The process pool's workers
 (and db_worker) import this module by its path, ``jobs.tasks``.
 """
 
@@ -9,7 +9,19 @@ import time
 
 from django.tasks import TaskContext, task
 
-from . import progress
+from django_tasks_local import LocalTaskContext
+
+
+def report_progress(context: TaskContext, done: int, total: int) -> None:
+    """Save how far the task is, for ``get_result(id).metadata`` to read now.
+
+    Only django-tasks-local's backends give a context with metadata. Under
+    ImmediateBackend and django-tasks-db, Django's plain ``TaskContext`` has
+    nowhere to keep it: the task runs the same, and the page shows no numbers.
+    """
+    if isinstance(context, LocalTaskContext):
+        context.metadata["progress"] = {"done": done, "total": total}
+        context.save_metadata()
 
 
 @task(backend="io", takes_context=True)
@@ -17,26 +29,24 @@ def fetch_pages(
     context: TaskContext, pages: int, seconds_per_page: float = 0.2
 ) -> dict:
     """Download some pages: mostly waiting, the work a thread pool suits."""
-    result_id = context.task_result.id
     size = 0
     for page in range(1, pages + 1):
         time.sleep(seconds_per_page)  # Stands for the wait on the network.
         size += 2_000 + page * 37 % 1_000
-        progress.report(result_id, page, pages)
+        report_progress(context, page, pages)
     return {"pages": pages, "bytes": size}
 
 
 @task(backend="cpu", takes_context=True)
 def count_primes(context: TaskContext, limit: int) -> dict:
     """Count the primes below ``limit`` the slow way: CPU work, for a process pool."""
-    result_id = context.task_result.id
     every = max(limit // 50, 1)
     found = 0
     for number in range(limit):
         found += is_prime(number)
         if number % every == 0:
-            progress.report(result_id, number, limit)
-    progress.report(result_id, limit, limit)
+            report_progress(context, number, limit)
+    report_progress(context, limit, limit)
     return {"limit": limit, "primes": found}
 
 
@@ -44,13 +54,15 @@ def count_primes(context: TaskContext, limit: int) -> dict:
 def add_up_records(
     context: TaskContext, records: list[str], seconds_per_record: float = 0.2
 ) -> int:
-    """Read and add up numbers; a record that is not one fails the job."""
-    result_id = context.task_result.id
+    """Read and add up numbers; a record that is not one fails the job.
+
+    The progress saved before the failure stays with the failed result.
+    """
     total = 0
     for done, record in enumerate(records, start=1):
         time.sleep(seconds_per_record)  # Stands for reading the record.
         total += int(record)
-        progress.report(result_id, done, len(records))
+        report_progress(context, done, len(records))
     return total
 
 

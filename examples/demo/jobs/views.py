@@ -13,7 +13,8 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from . import progress
+from django_tasks_local import LocalTaskResult
+
 from .forms import FetchForm, PrimesForm, RecordsForm
 from .models import Job
 from .tasks import add_up_records, count_primes, fetch_pages
@@ -104,9 +105,7 @@ def status(request: HttpRequest, pk: int) -> JsonResponse:
         # django-tasks-db) share results; a memory store forgets them on restart.
         with suppress(TaskResultDoesNotExist):
             state = describe(task.get_result(job.result_id))
-    response = JsonResponse(
-        {"id": job.pk, **state, "progress": progress.read(job.result_id)}
-    )
+    response = JsonResponse({"id": job.pk, **state})
     # Which process answered: under gunicorn, any of its workers.
     response["X-Served-By"] = str(os.getpid())
     return response
@@ -128,4 +127,13 @@ def describe(result: TaskResult) -> dict[str, Any]:
         "exception_class": error.exception_class_path if error else "",
         "traceback": error.traceback if error else "",
         "worker_id": result.worker_ids[-1] if result.worker_ids else "",
+        # What the task saved last (jobs.tasks.report_progress), read from the
+        # backend with the rest of the result. Only django-tasks-local's
+        # results have metadata: ImmediateBackend's and django-tasks-db's
+        # jobs show none.
+        "progress": (
+            result.metadata.get("progress")
+            if isinstance(result, LocalTaskResult)
+            else None
+        ),
     }

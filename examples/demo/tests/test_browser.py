@@ -3,7 +3,8 @@
 The same page and the same tasks pass with every backend: swapping backends
 takes the one setting and nothing else. The durable setting is served by
 gunicorn's worker processes, any of which answers each poll, and survives a
-restart of the server.
+restart of the server. Progress bars show what the tasks save in their
+results' metadata, which only django-tasks-local's backends keep.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from demo_project import GUNICORN_WORKERS, DemoServer, parent_pid
 from playwright.sync_api import Locator, Page, Response, expect
 
@@ -38,6 +40,14 @@ FINISH_TIMEOUT = 60_000
 # Seconds a job waits (run_after) in the restart test: the server must stop
 # before then, which it does in a few seconds.
 DELAY = 12
+# Why durable's progress checks are skipped, until the database store keeps
+# metadata: until then only the process that runs a job holds what the job
+# saved, and gunicorn's other workers answer its polls without it.
+NO_STORED_METADATA = (
+    "DEMO_TASKS_BACKEND=durable: progress not checked, since the database store "
+    "does not keep result metadata yet (no StoredResult.metadata column, no "
+    "DatabaseStore.save_metadata): only the worker running a job can show it"
+)
 
 
 def start_job(page: Page, kind: str, **fields: str) -> None:
@@ -66,6 +76,66 @@ def answering_processes(page: Page) -> set[int]:
     return pids
 
 
+def progress_sources(page: Page) -> set[int]:
+    """The pids of the server processes whose answers gave a running job's
+    progress, added to the set as the answers come."""
+    pids: set[int] = set()
+
+    def record(response: Response) -> None:
+        if response.url.endswith("/status") and response.ok:
+            job = response.json()
+            if job["status"] == "RUNNING" and job.get("progress"):
+                pids.add(int(response.headers["x-served-by"]))
+
+    page.on("response", record)
+    return pids
+
+
+def shows_progress(demo: DemoServer) -> bool:
+    """Whether the page shows the jobs' progress under this setting: where
+    results have metadata (django-tasks-local's backends), and, with several
+    processes, where every process reads it (the database store keeps it)."""
+    if demo.backend == "durable":
+        return stores_metadata(demo)
+    return demo.backend == "local"
+
+
+def expect_progress_moves(row: Locator, total: int) -> None:
+    """The row's bar shows its running job part way, then further on."""
+    page, handle = row.page, row.element_handle()
+    part_way = page.wait_for_function(
+        """([row, total]) => {
+            const bar = row.querySelector("progress");
+            const running = row.querySelector(".status").textContent === "RUNNING";
+            return running && bar.value > 0 && bar.value < total && bar.value;
+        }""",
+        arg=[handle, total],
+        polling=50,
+        timeout=FINISH_TIMEOUT,
+    ).json_value()
+    expect(row.locator(".count")).to_have_text(re.compile(rf"^\d+ / {total}$"))
+    page.wait_for_function(
+        "([row, before]) => row.querySelector('progress').value > before",
+        arg=[handle, part_way],
+        polling=50,
+        timeout=FINISH_TIMEOUT,
+    )
+
+
+def expect_final_progress(demo: DemoServer, counts: list[tuple[Locator, str]]) -> None:
+    """Each finished row shows its job's last progress, where results have
+    metadata; elsewhere no numbers, and no bar."""
+    if demo.backend == "durable" and not shows_progress(demo):
+        pytest.skip(NO_STORED_METADATA)
+    for row, count in counts:
+        if shows_progress(demo):
+            expect(row.locator(".count")).to_have_text(count)
+            expect(row.locator("progress")).to_be_visible()
+        else:
+            expect(row.locator("progress")).to_be_hidden()
+            expect(row.locator(".count")).to_be_empty()
+
+
 def worker_pid(row: Locator) -> int:
     """The pid in the worker id a row shows: "worker host:pid[:thread]"."""
     worker = row.locator(".worker").inner_text()
@@ -78,6 +148,7 @@ def test_jobs_run_in_the_background_and_show_their_outcome(
     demo: DemoServer, page: Page, tmp_path: Path
 ) -> None:
     answering = answering_processes(page)
+    with_progress = progress_sources(page)
     page.goto(demo.url)
     for alias, backend in BACKENDS[demo.backend].items():
         expect(page.locator(f'.backend[data-alias="{alias}"]')).to_have_text(
@@ -93,13 +164,16 @@ def test_jobs_run_in_the_background_and_show_their_outcome(
     if demo.backend != "immediate":
         # Seen live, part way: ImmediateBackend has finished before the page shows.
         expect(fetch.locator(".status")).to_have_text("RUNNING", timeout=FINISH_TIMEOUT)
-        expect(fetch.locator(".count")).to_have_text(
-            re.compile(r"^([1-9]|1[0-4]) / 15$"), timeout=FINISH_TIMEOUT
-        )
+        if shows_progress(demo):
+            expect_progress_moves(fetch, total=15)
+        elif demo.backend == "db":
+            # django-tasks-db's results have no metadata: the bar only says
+            # that the job runs.
+            expect(fetch.locator("progress")).to_have_js_property("position", -1)
+            expect(fetch.locator(".count")).to_be_empty()
         page.screenshot(path=tmp_path / f"{demo.backend}-running.png", full_page=True)
 
     wait_for_end(fetch, "SUCCESSFUL")
-    expect(fetch.locator(".count")).to_have_text("15 / 15")
     fetched = json.loads(fetch.locator(".return-value").inner_text())
     assert fetched["pages"] == 15
     expected_trail = (
@@ -108,13 +182,11 @@ def test_jobs_run_in_the_background_and_show_their_outcome(
     assert fetch.locator(".trail").inner_text().endswith(expected_trail)
 
     wait_for_end(primes, "SUCCESSFUL")
-    expect(primes.locator(".count")).to_have_text("200000 / 200000")
     expect(primes.locator(".return-value")).to_have_text(
         '{"limit":200000,"primes":17984}'
     )
 
     wait_for_end(failing, "FAILED")
-    expect(failing.locator(".count")).to_have_text("5 / 7")
     expect(failing.locator("summary")).to_have_text(
         "ValueError: invalid literal for int() with base 10: 'n/a'"
     )
@@ -150,6 +222,9 @@ def test_jobs_run_in_the_background_and_show_their_outcome(
         assert wait_for_stored_statuses(
             demo, {1: "FAILED", 2: "SUCCESSFUL", 3: "SUCCESSFUL"}
         )
+        if shows_progress(demo):
+            # Not only the worker that ran a job gave its progress.
+            assert len(with_progress) > 1, with_progress
     else:
         assert answering == {demo.server_pid}
 
@@ -162,6 +237,17 @@ def test_jobs_run_in_the_background_and_show_their_outcome(
     expect(primes.locator(".return-value")).to_have_text(
         '{"limit":200000,"primes":17984}'
     )
+    # The failed job keeps what it saved before its bad record.
+    expect_final_progress(
+        demo, [(fetch, "15 / 15"), (primes, "200000 / 200000"), (failing, "5 / 7")]
+    )
+
+
+def stores_metadata(demo: DemoServer) -> bool:
+    """Whether the database store keeps result metadata (its table has the column)."""
+    with closing(sqlite3.connect(demo.data_dir / "db.sqlite3")) as db:
+        columns = db.execute("PRAGMA table_info(django_tasks_local_storedresult)")
+        return "metadata" in {column[1] for column in columns}
 
 
 def stored_results(demo: DemoServer) -> dict[int, tuple[str, str]]:
@@ -218,7 +304,6 @@ def test_a_waiting_job_runs_after_the_server_restarts(
     durable_demo.start_server()
     durable_demo.wait_until_serving()
     wait_for_end(waiting, "SUCCESSFUL")
-    expect(waiting.locator(".count")).to_have_text("5 / 5")
     assert json.loads(waiting.locator(".return-value").inner_text())["pages"] == 5
     trail = waiting.locator(".trail").inner_text()
     assert trail.startswith("READY") and trail.endswith("SUCCESSFUL"), trail
@@ -226,6 +311,7 @@ def test_a_waiting_job_runs_after_the_server_restarts(
     assert durable_demo.server_pid != first_master
     assert parent_pid(worker_pid(waiting)) == durable_demo.server_pid
     assert answering - old_workers, "no worker of the new server answered"
+    expect_final_progress(durable_demo, [(waiting, "5 / 5")])
 
 
 def test_a_bad_parameter_is_reported_and_starts_nothing(
@@ -277,3 +363,5 @@ def test_a_memory_store_forgets_its_results_when_the_server_restarts(
     # What DEMO_TASKS_BACKEND=durable is for: the page can only say so.
     wait_for_end(job, "FORGOTTEN")
     expect(job.locator(".outcome")).to_contain_text("no longer has this result")
+    # Its progress, kept in its metadata, went with it.
+    expect(job.locator("progress")).to_be_hidden()

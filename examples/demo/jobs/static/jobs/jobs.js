@@ -26,10 +26,19 @@ function show(row, job) {
     const at = new Date(job.run_after).toLocaleTimeString();
     row.querySelector(".count").textContent = `starts at ${at}`;
   }
+  // Progress is what the task last saved in its result's metadata. With none
+  // (not yet; or ever, as results of ImmediateBackend and django-tasks-db have
+  // no metadata) the bar shows no numbers: only that the job runs
+  // (indeterminate), and it goes once the job ends.
+  const bar = row.querySelector("progress");
   if (job.progress) {
-    row.querySelector("progress").max = job.progress.total;
-    row.querySelector("progress").value = job.progress.done;
+    bar.max = job.progress.total;
+    bar.value = job.progress.done;
     row.querySelector(".count").textContent = `${job.progress.done} / ${job.progress.total}`;
+  } else if (job.finished) {
+    bar.hidden = true;
+  } else if (job.status === "RUNNING") {
+    bar.removeAttribute("value");
   }
 
   const outcome = row.querySelector(".outcome");
