@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from datetime import timedelta
 
+import django
 import pytest
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTask
@@ -106,6 +107,10 @@ def test_a_result_starts_with_the_tasks_metadata() -> None:
     assert final.metadata == {"trace": "x1"}
 
 
+@pytest.mark.skipif(
+    django.VERSION < (6, 1),
+    reason="Django 6.0's Task cannot be pickled (its module holds the Task, not the function)",
+)
 def test_a_local_task_pickles() -> None:
     made = pickle.loads(pickle.dumps(tasks.fail_times))
     assert made == tasks.fail_times

@@ -14,6 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from django.tasks import Task
+from django.tasks.base import (
+    DEFAULT_TASK_BACKEND_ALIAS,
+    DEFAULT_TASK_PRIORITY,
+    DEFAULT_TASK_QUEUE_NAME,
+)
 from django.tasks.exceptions import InvalidTask
 
 from .options import (
@@ -30,6 +35,13 @@ from .retries import Backoff
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocalTask(Task):  # type: ignore[type-arg]
     """A task, with what this package's backends add. None: the alias's OPTIONS."""
+
+    # Django 6.1's defaults, for Django 6.0 too (whose Task has none), so
+    # that LocalTask(func=...) works on both.
+    priority: int = DEFAULT_TASK_PRIORITY
+    backend: str = DEFAULT_TASK_BACKEND_ALIAS
+    queue_name: str = DEFAULT_TASK_QUEUE_NAME
+    run_after: datetime | None = None
 
     #: Attempts in all, the first included (OPTIONS MAX_ATTEMPTS; default 1).
     max_attempts: int | None = None
