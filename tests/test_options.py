@@ -221,3 +221,15 @@ def test_max_attempts_in_both_places_is_e003():
     [error] = backend.check()
     assert error.id == "django_tasks_local.E003"
     assert "MAX_ATTEMPTS is set both in OPTIONS and beside BACKEND" in error.msg
+
+
+def test_a_bad_value_beside_backend_is_named_there():
+    backend = backend_with_params({"BACKEND": THREADS, "MAX_ATTEMPTS": 0})
+    [error] = backend.check()
+    assert "TASKS['configured']['MAX_ATTEMPTS'] (beside BACKEND) must be" in error.msg
+
+
+def test_backoff_none_is_refused():
+    [error] = backend_with({"BACKOFF": None}).check()
+    assert error.id == "django_tasks_local.E002"
+    assert "['BACKOFF'] must be a callable or its dotted path, not None" in error.msg

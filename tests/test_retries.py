@@ -173,6 +173,8 @@ def test_a_failed_attempt_is_retried(alias: str, tmp_path: Path) -> None:
     # context.attempt counts this attempt; the file saw both.
     assert final.return_value == {"attempt": 2, "counted": 2}
     assert final.attempts == 2 and len(final.worker_ids) == 2
+    # started_at is the first attempt's start; last_attempted_at the second's.
+    assert final.started_at < final.last_attempted_at
     assert [e.exception_class_path for e in final.errors] == ["builtins.ValueError"]
     assert "attempt 1" in final.errors[0].traceback
     wait_until(lambda: ("finished", "SUCCESSFUL") in log.sent(result.id))

@@ -89,7 +89,9 @@ def callable_or_path(value: Any) -> str | None:
             value = import_string(value)
         except ImportError as exc:
             return f"must be a callable or its dotted path; {exc}"
-    return optional_callable(value)
+    if not callable(value):
+        return f"must be a callable or its dotted path, not {value!r}"
+    return None
 
 
 def exception_classes(value: Any, *, imports: bool = True) -> str | None:

@@ -401,11 +401,21 @@ def _context(
     return LocalTaskContext(task_result=running, saver=save, cancelled=cancelled)
 
 
+_warned_cannot_save = False
+
+
 def _cannot_save(metadata: dict[str, Any]) -> None:
-    raise RuntimeError(
-        "This task's metadata cannot be saved: it does not run under a "
-        "django-tasks-local backend."
-    )
+    """A worker with no way back to the process that holds the result (a
+    custom executor's worker process: loky, Dask, the stdlib pools): the
+    metadata goes with the task's end instead. Said once per process."""
+    global _warned_cannot_save
+    if not _warned_cannot_save:
+        _warned_cannot_save = True
+        logger.warning(
+            "save_metadata() does nothing in this worker process: its executor "
+            "has no channel back to the process that holds the result. The "
+            "task's metadata is saved with its end."
+        )
 
 
 def _never() -> bool:

@@ -1377,7 +1377,8 @@ def _start(result: TaskResult[..., Any], worker_id: str, started_at: datetime) -
     transition(
         result,
         RUNNING,
-        started_at=started_at,
+        # The first attempt's start; last_attempted_at is this one's.
+        started_at=result.started_at or started_at,
         last_attempted_at=started_at,
         worker_ids=[*result.worker_ids, worker_id],
     )

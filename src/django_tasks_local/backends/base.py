@@ -211,6 +211,12 @@ class ExecutorBackend(BaseTaskBackend):
         )
         if self.settings["MAX_WORKERS"] is None:
             self.settings["MAX_WORKERS"] = self.default_max_workers
+        for error in self._option_errors:
+            for name in top_level:
+                # Named where it was set.
+                error.msg = error.msg.replace(
+                    f"['OPTIONS'][{name!r}]", f"[{name!r}] (beside BACKEND)"
+                )
         for name in twice:
             self._option_errors.append(
                 combination_error(
