@@ -25,6 +25,11 @@ from pathlib import Path
 from django.db import connections, transaction
 from django.db.models import F
 from django.tasks import task
+from django.tasks.base import (
+    DEFAULT_TASK_BACKEND_ALIAS,
+    DEFAULT_TASK_PRIORITY,
+    DEFAULT_TASK_QUEUE_NAME,
+)
 from django.utils import timezone
 
 from django_tasks_local import LocalTask, current_result_id
@@ -545,10 +550,17 @@ def touch_then_exit_hard(path):
 
 
 def local_task(**fields):
-    """``@task(**fields)`` as Django 6.1 does it, on 6.0 too."""
+    """``@task(**fields)`` as Django 6.1 does it, on 6.0 too (whose ``Task``
+    fields have no defaults: ``@task``'s own are given)."""
 
     def wrap(func):
-        return LocalTask(func=func, **fields)
+        defaults = {
+            "priority": DEFAULT_TASK_PRIORITY,
+            "queue_name": DEFAULT_TASK_QUEUE_NAME,
+            "backend": DEFAULT_TASK_BACKEND_ALIAS,
+            "run_after": None,
+        }
+        return LocalTask(func=func, **{**defaults, **fields})
 
     return wrap
 
@@ -670,4 +682,35 @@ def save_bad_metadata(context):
 
 @task(takes_context=True)
 def read_metadata(context):
+    return dict(context.metadata)
+
+
+# -- the database store: retries, metadata (issue 14) ---------------------------
+
+
+def one_second(exception, task_result):
+    """A backoff: the next attempt a second later."""
+    return 1
+
+
+@local_task(max_attempts=2, backoff=one_second)
+def fail_first_attempt(path, go=None):
+    """Fail the first attempt (counted in ``path``), once ``go`` exists if
+    given; the second returns the pid of the process that ran it."""
+    if count_attempt(path) == 1:
+        if go is not None:
+            _wait_for_path(go)
+        raise ValueError("the first attempt fails")
+    return os.getpid()
+
+
+@local_task(takes_context=True)
+def local_report_progress(context, release):
+    """``report_progress`` as a LocalTask on Django 6.0 too, for
+    ``using(metadata=...)``: saves progress 50, waits for ``release``, then
+    leaves 100 unsaved."""
+    context.metadata["progress"] = 50
+    context.save_metadata()
+    _wait_for_path(release)
+    context.metadata["progress"] = 100
     return dict(context.metadata)

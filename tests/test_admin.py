@@ -60,3 +60,17 @@ def test_nothing_can_be_added_changed_or_deleted(client, failed_id):
     assert (
         StoredResult.objects.using("store_sqlite").get(id=failed_id).status == "FAILED"
     )
+
+
+def test_the_detail_shows_the_metadata(client, tmp_path):
+    release = tmp_path / "release"
+    release.touch()
+    result = tasks.local_report_progress.using(
+        backend=ALIAS, metadata={"customer": "acme-42"}
+    ).enqueue(str(release))
+    final = task_backends[ALIAS].wait_for_result(result.id, timeout=DEADLINE)
+    assert final.metadata == {"customer": "acme-42", "progress": 100}
+    page = client.get(f"/admin/django_tasks_local/storedresult/{result.id}/change/")
+    assert page.status_code == 200
+    assert "Metadata" in page.text
+    assert "acme-42" in page.text

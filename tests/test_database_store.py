@@ -1,5 +1,5 @@
 """The database store across real processes: crashes, restarts, readers, bounds,
-transactions (issue 13).
+transactions (issue 13); metadata, retries and cancellation in the rows (issue 14).
 
 Each test runs on an alias of its own (``store_alias``): the alias is the
 ``backend`` column of the rows and of the leases, and recovery is per alias,
@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,14 @@ from django.tasks import task_backends
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
-from django_tasks_local import await_result, wait
+from django_tasks_local import (
+    CannotCancel,
+    LocalTask,
+    TaskCancelled,
+    await_result,
+    task_retrying,
+    wait,
+)
 from django_tasks_local.models import Lease, StoredResult
 from tests import tasks
 from tests.helpers import (
@@ -609,3 +617,443 @@ def test_a_row_held_by_a_killed_process_is_deleted_not_run(
         with pytest.raises(TaskResultDoesNotExist):
             backend.get_result(report["held"])
         assert read_log(tmp_path / "log") == ["witness"]
+
+
+# -- metadata, retries, cancellation (issue 14) --------------------------------
+
+CANCELLED = "django_tasks_local.exceptions.TaskCancelled"
+
+
+def assert_cancelled(result: Any) -> None:
+    assert result.status == "FAILED"
+    assert result.errors[-1].exception_class_path == CANCELLED
+    assert "was cancelled" in result.errors[-1].traceback
+
+
+@pytest.mark.parametrize("like", ALL_STORES)
+def test_metadata_is_in_the_row_from_the_enqueue_to_the_end(
+    like: str, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    with store_alias(like) as alias:
+        backend = task_backends[alias]
+        # At enqueue: a task that waits an hour keeps the row as written.
+        later = tasks.local_report_progress.using(
+            backend=alias,
+            run_after=timezone.now() + timedelta(hours=1),
+            metadata={"source": "enqueue"},
+        ).enqueue(str(release))
+        assert rows(alias).get(id=later.id).metadata == {"source": "enqueue"}
+        assert backend.runtime.load(later.id).metadata == {"source": "enqueue"}
+
+        result = tasks.local_report_progress.using(
+            backend=alias, metadata={"source": "test"}
+        ).enqueue(str(release))
+        assert result.metadata == {"source": "test"}
+        saved = {"source": "test", "progress": 50}
+        # Saved by the running task (a thread, or a worker process through
+        # its parent): in the row, for every process to read, while it runs.
+        wait_until(
+            lambda: rows(alias).get(id=result.id).metadata == saved,
+            message="the saved progress in the row",
+        )
+        read = backend.runtime.load(result.id)  # from the database
+        assert (read.status, read.metadata) == ("RUNNING", saved)
+
+        release.touch()
+        final = backend.wait_for_result(result.id, DEADLINE)
+        # What the task left unsaved in context.metadata is written with its end.
+        ended = {"source": "test", "progress": 100}
+        assert (final.status, final.metadata) == ("SUCCESSFUL", ended)
+        assert rows(alias).get(id=result.id).metadata == ended
+        assert backend.runtime.load(result.id).metadata == ended
+
+        # Cancelled (here, where it waits): its metadata stays.
+        assert_cancelled(backend.cancel(later.id))
+        assert rows(alias).get(id=later.id).metadata == {"source": "enqueue"}
+
+
+@pytest.mark.parametrize("like", ALL_STORES)
+def test_between_attempts_the_row_is_ready_until_its_next_turn(
+    like: str, tmp_path: Path
+) -> None:
+    attempts = tmp_path / "attempts"
+    with store_alias(like) as alias:
+        backend = task_backends[alias]
+        database = backend.settings["DATABASE"]
+        between: list[StoredResult] = []
+
+        def look(sender: type, task_result: Any, **kwargs: Any) -> None:
+            # Sent once the retry is recorded, before the next attempt waits
+            # for its turn: the row as every process then reads it.
+            if task_result.backend == alias:
+                between.append(
+                    StoredResult.objects.using(database).get(id=task_result.id)
+                )
+
+        task_retrying.connect(look, weak=False)
+        try:
+            result = tasks.fail_first_attempt.using(backend=alias).enqueue(
+                str(attempts)
+            )
+            final = backend.wait_for_result(result.id, DEADLINE)
+        finally:
+            task_retrying.disconnect(look)
+
+        [row] = between
+        assert (row.status, row.dispatched, row.finished_at) == ("READY", False, None)
+        assert row.owner == backend.runtime._store.lease_id
+        [error] = row.errors
+        assert error["exception_class_path"] == "builtins.ValueError"
+        assert "the first attempt fails" in error["traceback"]
+        assert len(row.worker_ids) == 1
+        assert row.started_at is not None
+        # Its next attempt waits the backoff (1 s) past the failed one.
+        assert row.run_after >= row.last_attempted_at + timedelta(seconds=1)
+
+        assert final.status == "SUCCESSFUL", final.errors
+        assert final.attempts == 2
+        assert final.worker_ids[0] == row.worker_ids[0]
+        assert [asdict(e) for e in final.errors] == [error]
+        assert final.last_attempted_at >= row.run_after
+        ended = rows(alias).get(id=result.id)
+        assert (ended.status, ended.worker_ids, ended.errors) == (
+            "SUCCESSFUL",
+            final.worker_ids,
+            [error],
+        )
+        assert len(attempts.read_text().splitlines()) == 2
+
+
+#: MAX_WORKERS 1: a task fails its first attempt once a blocker waits behind
+#: it; the blocker then takes the worker, and the retry waits READY behind it
+#: until the process is killed.
+RETRY_THEN_KILLED = """
+attempts, go = str(here / "attempts"), str(here / "go")
+flaky = tasks.fail_first_attempt.using(backend=alias).enqueue(attempts, go)
+until(lambda: stored_status(flaky.id) == "RUNNING")
+blocker = tasks.block_until.using(backend=alias).enqueue(release)
+Path(go).touch()
+until(lambda: stored_status(blocker.id) == "RUNNING")
+report(flaky=flaky.id, blocker=blocker.id)
+time.sleep(600)  # until the test kills it
+"""
+
+
+@pytest.mark.parametrize("like", ALL_STORES)
+def test_a_retry_waiting_for_its_turn_survives_a_crash(
+    like: str, spawn: Any, tmp_path: Path
+) -> None:
+    with store_alias(like, MAX_WORKERS=1) as alias:
+        backend = task_backends[alias]
+        child = spawn("retrying", RETRY_THEN_KILLED, alias)
+        report = child.report()
+        flaky, blocker = report["flaky"], report["blocker"]
+        waiting = rows(alias).get(id=flaky)
+        assert (waiting.status, waiting.dispatched) == ("READY", False)
+        assert (len(waiting.errors), len(waiting.worker_ids)) == (1, 1)
+        assert f":{child.pid}:" in waiting.owner
+
+        child.kill()
+        backend.runtime.open_store()
+        wait_until(
+            settled(alias, [blocker]),
+            timeout=SETTLED_WITHIN,
+            message="the killed process's running task failed",
+        )
+        assert_lost(alias, blocker, waiting.owner, child.pid)
+        # Claimed here with its task's retry fields, and run at its turn.
+        final = backend.wait_for_result(flaky, DEADLINE)
+        assert final.status == "SUCCESSFUL", final.errors
+        assert final.attempts == 2
+        assert final.worker_ids[0] == waiting.worker_ids[0]
+        # The second attempt ran here (a thread of this process, or a worker
+        # process of its pool), no sooner than its turn.
+        assert final.worker_ids[1].split(":")[1] == str(final.return_value)
+        assert final.return_value != child.pid
+        assert final.last_attempted_at >= waiting.run_after
+        assert [asdict(e) for e in final.errors] == waiting.errors
+        assert len((tmp_path / "attempts").read_text().splitlines()) == 2
+
+
+#: A task RUNNING, one READY for an hour; then killed.
+DEFERRED_THEN_KILLED = """
+from datetime import timedelta
+
+from django.utils import timezone
+
+running = tasks.block_until.using(backend=alias).enqueue(release)
+later = tasks.log_label.using(
+    backend=alias, run_after=timezone.now() + timedelta(hours=1)
+).enqueue(log, "later")
+until(lambda: stored_status(running.id) == "RUNNING")
+report(running=running.id, later=later.id)
+time.sleep(600)  # until the test kills it
+"""
+
+
+@pytest.mark.parametrize("like", THREAD_STORES)
+def test_cancel_a_task_of_a_lost_process(like: str, spawn: Any, tmp_path: Path) -> None:
+    with store_alias(like) as alias:
+        backend = task_backends[alias]
+        child = spawn("lost", DEFERRED_THEN_KILLED, alias)
+        report = child.report()
+        running, later = report["running"], report["later"]
+        owner = rows(alias).get(id=later).owner
+        child.kill()
+
+        with SignalLog() as signals:
+            cancelled = backend.cancel(later)
+        assert_cancelled(cancelled)
+        assert cancelled.worker_ids == []
+        # Announced here: its owner never will.
+        assert signals.sent(later) == [("finished", "FAILED")]
+        row = rows(alias).get(id=later)
+        assert (row.status, row.owner) == ("FAILED", owner)
+        assert row.finished_at is not None
+        # What every process reads.
+        assert_cancelled(backend.runtime.load(later))
+
+        # Running in the lost process (until recovery says so): refused.
+        with pytest.raises(CannotCancel) as refused:
+            backend.cancel(running)
+        message = str(refused.value)
+        assert running in message and owner in message
+        assert "cancel it from that process" in message
+
+        backend.runtime.open_store()
+        wait_until(
+            settled(alias, [running]),
+            timeout=SETTLED_WITHIN,
+            message="the lost process's running task failed",
+        )
+        assert_lost(alias, running, owner, child.pid)
+        # The cancelled task was not taken over: it never runs.
+        assert backend.runtime.get_held(later) is None
+        assert read_log(tmp_path / "log") == []
+        # Finished either way: returned as it is, nothing sent.
+        with SignalLog() as signals:
+            assert_cancelled(backend.cancel(later))
+            again = backend.cancel(running)
+        assert again.errors[-1].exception_class_path == PROCESS_LOST
+        assert signals.sent(later) == signals.sent(running) == []
+
+
+#: MAX_WORKERS 1: a task RUNNING, one READY behind it. Once the test has
+#: cancelled the READY one and released the running one, it waits for both,
+#: enqueues one more, and says what it saw (after.json).
+READY_BEHIND_A_RUNNING_ONE = """
+from django.tasks.signals import task_finished, task_started
+
+seen = []
+
+
+def note(sender, task_result, **kwargs):
+    seen.append([task_result.id, task_result.status])
+
+
+task_started.connect(note, weak=False)
+task_finished.connect(note, weak=False)
+
+running = tasks.block_until.using(backend=alias).enqueue(release)
+waiting = tasks.log_label.using(backend=alias).enqueue(log, "cancelled")
+until(lambda: stored_status(running.id) == "RUNNING")
+report(running=running.id, waiting=waiting.id)
+
+finished = backend.wait_for_result(waiting.id, timeout=60)
+after = tasks.log_label.using(backend=alias).enqueue(log, "after")
+(here / "after.json").write_text(json.dumps({
+    "running": backend.wait_for_result(running.id, timeout=60).status,
+    "waiting": [finished.status, finished.errors[-1].exception_class_path],
+    "held": backend.runtime.get_held(waiting.id) is not None,
+    "signals": [status for result_id, status in seen if result_id == waiting.id],
+    "after": backend.wait_for_result(after.id, timeout=60).status,
+}))
+"""
+
+
+@pytest.mark.parametrize("like", ALL_STORES)
+def test_cancel_a_waiting_task_of_a_live_process(
+    like: str, spawn: Any, tmp_path: Path
+) -> None:
+    with store_alias(like, MAX_WORKERS=1) as alias:
+        backend = task_backends[alias]
+        child = spawn("owner", READY_BEHIND_A_RUNNING_ONE, alias)
+        report = child.report()
+        running, waiting = report["running"], report["waiting"]
+
+        with pytest.raises(CannotCancel, match="RUNNING in another process"):
+            backend.cancel(running)
+        assert rows(alias).get(id=running).status == "RUNNING"
+
+        with SignalLog() as signals:
+            cancelled = backend.cancel(waiting)
+        assert_cancelled(cancelled)
+        assert signals.sent(waiting) == [("finished", "FAILED")]
+
+        # Its owner's worker comes to it: the start is refused, and the owner
+        # forgets it; nothing of it runs, nor is sent, there.
+        (tmp_path / "release").touch()
+        child.exit_code()
+        after = json.loads((tmp_path / "after.json").read_text())
+        assert after == {
+            "running": "SUCCESSFUL",
+            "waiting": ["FAILED", CANCELLED],
+            "held": False,
+            "signals": [],
+            "after": "SUCCESSFUL",
+        }
+        assert read_log(tmp_path / "log") == ["after"]
+        row = rows(alias).get(id=waiting)
+        assert (row.status, row.worker_ids, len(row.errors)) == ("FAILED", [], 1)
+
+
+# -- the store's new writes, on rows made by hand --------------------------------
+
+ELSEWHERE = "elsewhere:1:0000"
+
+
+def row_id(alias: str, name: str) -> str:
+    """Ids are unique across aliases (and a database may outlive a test run)."""
+    return f"{alias}:{name}"
+
+
+def make_row(alias: str, name: str, **fields: Any) -> StoredResult:
+    """A row of ``alias`` as another process (ELSEWHERE) would write it; its
+    id is ``name`` in ``alias`` (``row_id``)."""
+    values = {
+        "id": row_id(alias, name),
+        "backend": alias,
+        "task_path": "tests.tasks.fail_first_attempt",
+        "queue_name": "default",
+        "args": ["path"],
+        "status": "READY",
+        "enqueued_at": timezone.now(),
+        "owner": ELSEWHERE,
+        **fields,
+    }
+    database = task_backends[alias].settings["DATABASE"]
+    return StoredResult.objects.using(database).create(**values)
+
+
+@pytest.mark.parametrize("like", THREAD_STORES)
+def test_cancel_elsewhere_by_the_state_of_the_row(like: str) -> None:
+    first = {"exception_class_path": "builtins.ValueError", "traceback": "first\n"}
+    attempted = timezone.now() - timedelta(minutes=1)
+    with store_alias(like) as alias:
+        backend = task_backends[alias]
+        store = backend.runtime._store
+        retry = make_row(
+            alias,
+            "retry",
+            errors=[first],
+            worker_ids=["w:1"],
+            started_at=attempted,
+            last_attempted_at=attempted,
+            run_after=timezone.now() + timedelta(hours=1),
+            metadata={"progress": 10},
+        ).id
+        given_up = make_row(alias, "given-up", owner="").id
+        dispatched = make_row(alias, "dispatched", dispatched=True).id
+        running = make_row(alias, "running", status="RUNNING", worker_ids=["w:1"]).id
+        done = make_row(alias, "done", status="SUCCESSFUL", finished_at=timezone.now())
+
+        # READY, and no worker has it: FAILED, the earlier attempt's error kept.
+        result, now = store.cancel_elsewhere(retry, TaskCancelled("stop"))
+        assert now is True
+        assert result.status == "FAILED"
+        assert [e.exception_class_path for e in result.errors] == [
+            "builtins.ValueError",
+            CANCELLED,
+        ]
+        assert result.errors[1].traceback == f"{CANCELLED}: stop\n"
+        assert (result.worker_ids, result.metadata) == (["w:1"], {"progress": 10})
+        assert result.finished_at is not None
+        assert rows(alias).get(id=retry).owner == ELSEWHERE
+        # Its task as its module defines it: a LocalTask, with its retry fields.
+        assert isinstance(result.task, LocalTask)
+        assert (result.task.max_attempts, result.task.backoff) == (
+            2,
+            tasks.one_second,
+        )
+        assert store.cancel_elsewhere(given_up, TaskCancelled("stop"))[1] is True
+
+        # Once finished, as it is.
+        again, now = store.cancel_elsewhere(retry, TaskCancelled("again"))
+        assert now is False
+        assert [e.exception_class_path for e in again.errors][-1] == CANCELLED
+        assert again.errors[-1].traceback.endswith("stop\n")
+        unchanged, now = store.cancel_elsewhere(done.id, TaskCancelled("stop"))
+        assert (unchanged.status, unchanged.finished_at, now) == (
+            "SUCCESSFUL",
+            done.finished_at,
+            False,
+        )
+
+        for result_id, state in [
+            (dispatched, "handed to a worker"),
+            (running, "RUNNING"),
+        ]:
+            with pytest.raises(CannotCancel, match=f"is {state} in another process"):
+                store.cancel_elsewhere(result_id, TaskCancelled("stop"))
+            assert rows(alias).get(id=result_id).finished_at is None
+
+        with pytest.raises(TaskResultDoesNotExist, match="database store"):
+            store.cancel_elsewhere("no-such-id", TaskCancelled("stop"))
+        with pytest.raises(TaskResultDoesNotExist):
+            backend.cancel("no-such-id")
+
+
+@pytest.mark.parametrize("like", THREAD_STORES)
+def test_metadata_and_retries_are_written_only_by_the_owner(
+    like: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with store_alias(like) as alias:
+        store = task_backends[alias].runtime._store
+        mine = store.lease_id
+        running = make_row(alias, "running", status="RUNNING", owner=mine).id
+        ready = make_row(alias, "ready", owner=mine).id
+        taken = make_row(alias, "taken", status="RUNNING", owner=ELSEWHERE).id
+        for result_id in (running, ready, taken):
+            store.save_metadata(result_id, {"progress": 1})
+        assert {row.id: row.metadata for row in rows(alias)} == {
+            running: {"progress": 1},
+            ready: {},
+            taken: {},
+        }
+
+        # A retry of a task that another process took over is not written.
+        result = store.load(taken)
+        object.__setattr__(result, "status", "READY")
+        store.save_retrying(result)
+        assert rows(alias).get(id=taken).status == "RUNNING"
+        assert "its retry was not recorded" in caplog.text
+
+
+@pytest.mark.parametrize("like", THREAD_STORES)
+def test_a_held_task_cancelled_from_elsewhere_never_runs(
+    like: str, tmp_path: Path
+) -> None:
+    # Its enqueue waits for a transaction on "default": cancelled meanwhile
+    # (as another process would: in the store, not in this process's memory).
+    log = str(tmp_path / "log")
+    with store_alias(like) as alias:
+        backend = task_backends[alias]
+        store = backend.runtime._store
+        with transaction.atomic(using="default"):
+            committed = tasks.log_label.using(backend=alias).enqueue(log, "committed")
+            store.cancel_elsewhere(committed.id, TaskCancelled("it was cancelled"))
+        # Its start is refused here: this process forgets it, and reads the store.
+        assert_cancelled(backend.wait_for_result(committed.id, DEADLINE))
+        wait_until(lambda: backend.runtime.get_held(committed.id) is None)
+
+        with pytest.raises(RollBack), transaction.atomic(using="default"):
+            rolled_back = tasks.log_label.using(backend=alias).enqueue(log, "rolled")
+            store.cancel_elsewhere(rolled_back.id, TaskCancelled("it was cancelled"))
+            raise RollBack
+        # Rolled back: no trace of it, cancelled or not.
+        assert not rows(alias).filter(id=rolled_back.id).exists()
+
+        after = run_and_wait(alias, tasks.log_label, log, "after")
+        assert after.status == "SUCCESSFUL"
+        assert read_log(tmp_path / "log") == ["after"]

@@ -158,3 +158,13 @@ def test_a_backend_keeps_at_most_max_results_finished(alias, tmp_path: Path, req
             backend.get_result(quick[-3].id)
         assert [backend.get_result(r.id).status for r in quick[-2:]] == [SUCCESSFUL] * 2
         assert backend.get_result(deferred.id).status == READY
+
+
+def test_the_memory_store_records_no_retry_metadata_or_cancel_of_others():
+    # Nothing of another process's is here: nothing to write, nor to cancel.
+    store = store_with(5, "a")
+    store.save_retrying(new_result("a"))
+    store.save_metadata("a", {"progress": 1})
+    with pytest.raises(TaskResultDoesNotExist, match="no such task result"):
+        store.cancel_elsewhere("elsewhere", RuntimeError("cancelled"))
+    assert store.get("a").status == READY

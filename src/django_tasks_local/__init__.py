@@ -11,6 +11,7 @@ from .backends.thread import ThreadPoolBackend
 from .context import current_result_id
 from .exceptions import (
     BackendClosed,
+    CannotCancel,
     InvalidTaskArguments,
     NotStarted,
     ProcessLost,
@@ -34,6 +35,7 @@ from .waiting import await_result, wait
 
 __all__ = [
     "BackendClosed",
+    "CannotCancel",
     "CopySerializer",
     "Execution",
     "ExecutorBackend",

@@ -53,6 +53,7 @@ class StoredResultAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "finished_at",
         "worker_ids",
         "return_value",
+        "metadata",
         "error_tracebacks",
         "owner",
     )

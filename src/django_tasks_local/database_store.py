@@ -18,7 +18,8 @@ owner (atomic on SQLite and PostgreSQL alike, no ``select_for_update()``):
   FAILED with ``ProcessLost``: a task is never run twice behind its back;
 * a row held for another database's transaction is deleted: that
   transaction never committed, or the process would have released it;
-* a READY row is claimed by this process, and run here once.
+* a READY row is claimed by this process, and run here once (a retry
+  waiting for its next attempt too, at its ``run_after``).
 
 So a lost process's tasks are settled within ``2/3 + 1/6`` of
 ``recovery_timeout`` after its last renewal. A clean shutdown gives its
@@ -46,11 +47,11 @@ from django.tasks.base import TaskError
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
-from .exceptions import NotOwned, ProcessLost
+from .exceptions import CannotCancel, NotOwned, ProcessLost
 from .models import Lease, StoredResult
 from .result_store import Adopt, ResultStore, shown
-from .results import new_result
-from .runner import HOSTNAME, TaskReference
+from .results import metadata_of, new_result
+from .runner import HOSTNAME, TaskReference, capture_error
 from .states import FAILED, READY, RUNNING
 
 logger = logging.getLogger("django_tasks_local")
@@ -359,6 +360,7 @@ class DatabaseStore(ResultStore):
             "owner": self.lease_id,
             "dispatched": False,
             "held": held,
+            "metadata": metadata_of(result),
         }
         # First in line: a caller waits for its enqueue, a worker's writes
         # can wait for it.
@@ -399,18 +401,12 @@ class DatabaseStore(ResultStore):
             errors,
             result.worker_ids,
             True,
+            metadata_of(result),
         ]
         where = [result.id, self.alias, self.lease_id, READY, RUNNING]
         with self._writing():
             updated = self._execute("finish", [*values, *where])
-        # Past max_results finished rows, the oldest go: down to max_results
-        # less a tenth, so that the next few task ends only look. The look
-        # reads, so it needs no turn (nor SQLite's write lock): an enqueue
-        # waits for none of it.
-        if self._execute("past_bound", [self.alias, self.max_results]):
-            kept = self.max_results - self.max_results // 10
-            with self._writing():
-                self._execute("prune", [self.alias, self.alias, kept])
+        self._prune()
         if not updated:
             logger.warning(
                 "%s: its end (%s) was not recorded, since %s",
@@ -419,6 +415,111 @@ class DatabaseStore(ResultStore):
                 self._not_owned(result.id),
             )
 
+    def _prune(self) -> None:
+        """Past max_results finished rows, the oldest go: down to max_results
+        less a tenth, so that the next few task ends only look. The look
+        reads, so it needs no turn (nor SQLite's write lock): an enqueue
+        waits for none of it."""
+        if self._execute("past_bound", [self.alias, self.max_results]):
+            kept = self.max_results - self.max_results // 10
+            with self._writing():
+                self._execute("prune", [self.alias, self.alias, kept])
+
+    def save_retrying(self, result: TaskResult[..., Any]) -> None:
+        """A failed attempt's result, READY again: the row waits for its next
+        attempt, at ``result.task.run_after``.
+
+        Written as a READY row that no worker has (``dispatched`` false): if
+        this process is lost before the next attempt starts, another one
+        claims the row and runs that attempt, at that time, as it claims any
+        task that never started. Conditional on owning the row: one that
+        another process took over (or a task cancelled from elsewhere) is
+        not written over, and its next start here is refused (``NotOwned``).
+        """
+        values = [
+            READY,
+            [asdict(error) for error in result.errors],
+            result.worker_ids,
+            result.started_at,
+            result.last_attempted_at,
+            result.task.run_after,
+            metadata_of(result),
+            False,
+        ]
+        where = [result.id, self.alias, self.lease_id, RUNNING, READY]
+        with self._writing():
+            updated = self._execute("retry", [*values, *where])
+        if not updated:
+            logger.warning(
+                "%s: its retry was not recorded, since %s",
+                result.id,
+                self._not_owned(result.id),
+            )
+
+    def save_metadata(self, result_id: str, metadata: dict[str, Any]) -> None:
+        """A running task saved its metadata: written if the row is still this
+        process's, and RUNNING (a late save, once the task ended or was
+        taken over, changes nothing)."""
+        with self._writing():
+            self._execute(
+                "metadata", [metadata, result_id, self.alias, self.lease_id, RUNNING]
+            )
+
+    def cancel_elsewhere(
+        self, result_id: str, error: Exception
+    ) -> tuple[TaskResult[..., Any], bool]:
+        """Cancel a task that this process does not hold.
+
+        A READY task that no worker has (``dispatched`` false), whichever
+        process owns it, alive or lost, or none: one conditional ``UPDATE``
+        makes it FAILED, with ``error`` added to its errors (those of its
+        earlier attempts kept). Its owner never starts it then: the start
+        (or the hand-off to a worker) is conditional on READY, so it is
+        refused there (``NotOwned``), and the owner forgets the task. Returns
+        the result and True.
+
+        A finished task is returned as it is, with False. A task RUNNING (or
+        handed to a worker) in another process raises CannotCancel: only
+        that process can stop it. No row: TaskResultDoesNotExist.
+        """
+        cancelled = asdict(capture_error(error))
+        while True:
+            row = self._row(result_id)
+            if row.finished_at is not None:
+                return _to_result(row), False
+            if row.status != READY or row.dispatched:
+                raise CannotCancel(
+                    f"Task result {result_id} ({row.task_path}) is "
+                    f"{'RUNNING' if row.status == RUNNING else 'handed to a worker'} "
+                    f"in another process, whose lease is {row.owner!r} (task "
+                    f"backend {self.alias!r}): only the process that runs a task "
+                    "can stop it, so cancel it from that process. (If that "
+                    "process was lost, the task is recorded FAILED with "
+                    "ProcessLost within RECOVERY_TIMEOUT.)"
+                )
+            now = timezone.now()
+            with self._writing():
+                # Still READY, and with no attempt since the read: its
+                # errors are those read. Whoever owns it.
+                updated = (
+                    self._rows()
+                    .filter(
+                        id=result_id,
+                        status=READY,
+                        dispatched=False,
+                        last_attempted_at=row.last_attempted_at,
+                    )
+                    .update(
+                        status=FAILED,
+                        finished_at=now,
+                        errors=[*row.errors, cancelled],
+                    )
+                )
+            if updated:
+                self._prune()
+                return _to_result(self._row(result_id)), True
+            # It started, was retried, or went meanwhile: look again.
+
     def save_given_up(self, result_ids: list[str]) -> None:
         with self._writing():
             self._rows().filter(
@@ -426,8 +527,10 @@ class DatabaseStore(ResultStore):
             ).update(owner=NOBODY, dispatched=False)
 
     def save_rolled_back(self, result_id: str) -> None:
+        # Held (its enqueue's transaction was on another database): READY, or
+        # cancelled from another process meanwhile; either way it never was.
         with self._writing():
-            self._owned(result_id).filter(status=READY).delete()
+            self._owned(result_id).filter(Q(status=READY) | Q(held=True)).delete()
 
     def _execute(self, statement: str, values: Iterable[Any]) -> int:
         """Run one of ``_statements``, with ``values``: the rows a write
@@ -460,14 +563,17 @@ class DatabaseStore(ResultStore):
         return (
             f"task result {result_id} is no longer owned by this process "
             f"({self.lease_id}): its lease expired, and another process took the "
-            "task over."
+            "task over, or another process cancelled it."
         )
 
     # -- reading -----------------------------------------------------------
 
     def load(self, result_id: str) -> TaskResult[..., Any]:
+        return _to_result(self._row(result_id))
+
+    def _row(self, result_id: str) -> StoredResult:
         # A longer id was never issued: no query for it.
-        row = (
+        row: StoredResult | None = (
             self._rows().filter(id=result_id).first()
             if len(result_id) <= ID_LENGTH
             else None
@@ -479,7 +585,7 @@ class DatabaseStore(ResultStore):
                 "Finished results are kept until MAX_RESULTS newer finished ones "
                 "push them out."
             )
-        return _to_result(row)
+        return row
 
 
 # The statements of a task's life: (SQL, the field that prepares each
@@ -523,6 +629,17 @@ def _statements(connection: Any) -> dict[str, tuple[str, _FieldList]]:
         "errors",
         "worker_ids",
         "dispatched",
+        "metadata",
+    ]
+    retried = [
+        "status",
+        "errors",
+        "worker_ids",
+        "started_at",
+        "last_attempted_at",
+        "run_after",
+        "metadata",
+        "dispatched",
     ]
     inserted = [f.name for f in meta.concrete_fields]
     status, backend, finished_at = (
@@ -554,6 +671,16 @@ def _statements(connection: Any) -> dict[str, tuple[str, _FieldList]]:
             f"UPDATE {table} SET {assignments(finished)} "
             f"WHERE {owned} AND {status} IN (%s, %s)",
             [*(field(name) for name in finished), *owned_fields, None, None],
+        ),
+        "retry": (
+            f"UPDATE {table} SET {assignments(retried)} "
+            f"WHERE {owned} AND {status} IN (%s, %s)",
+            [*(field(name) for name in retried), *owned_fields, None, None],
+        ),
+        "metadata": (
+            f"UPDATE {table} SET {assignments(['metadata'])} "
+            f"WHERE {owned} AND {status} = %s",
+            [field("metadata"), *owned_fields, None],
         ),
         # 1 if a finished row lies past the bound (the OFFSET), else 0.
         "past_bound": (
@@ -609,4 +736,5 @@ def _to_result(row: StoredResult) -> TaskResult[..., Any]:
         errors=[TaskError(**error) for error in row.errors],
         worker_ids=list(row.worker_ids),
         _return_value=row.return_value,
+        metadata=row.metadata,
     )

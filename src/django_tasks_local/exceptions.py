@@ -62,6 +62,11 @@ class ProcessLost(Exception):
     was running (or handed to a worker): it is never run again on its own."""
 
 
+class CannotCancel(RuntimeError):
+    """``cancel()`` of a task that another process runs (the database store):
+    only the process that runs a task can stop it."""
+
+
 class NotOwned(RuntimeError):
     """This process no longer owns the task in the database store (it was taken
     over while this process could not renew its lease): it must not run it."""

@@ -34,6 +34,8 @@ class StoredResult(models.Model):
     owner = models.CharField(max_length=200, blank=True)
     dispatched = models.BooleanField(default=False)
     held = models.BooleanField(default=False)
+    # The result's metadata: given at enqueue, saved by the running task.
+    metadata = models.JSONField(default=dict)
 
     class Meta:
         verbose_name = "task result"

@@ -135,10 +135,13 @@ class ResultStore:
 
     def cancel_elsewhere(
         self, result_id: str, error: Exception
-    ) -> TaskResult[..., Any]:
+    ) -> tuple[TaskResult[..., Any], bool]:
         """Cancel a task this process does not hold (a READY one of another's).
 
-        Raises TaskResultDoesNotExist if there is none.
+        Returns the result, and whether this call cancelled it (FAILED with
+        ``error`` now; False: it had finished already, and is as it was).
+        Raises CannotCancel if another process runs it, TaskResultDoesNotExist
+        if there is none.
         """
         raise TaskResultDoesNotExist(_missing(result_id))
 

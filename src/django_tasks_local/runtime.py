@@ -921,7 +921,9 @@ class Runtime:
 
         Either way it ends FAILED with TaskCancelled, and task_finished is
         sent; returns the result then. A finished result is returned as it
-        is (nothing to cancel). Raises TaskResultDoesNotExist for an unknown id.
+        is (nothing to cancel). Raises TaskResultDoesNotExist for an unknown
+        id, and CannotCancel for a task that another process runs (a shared
+        store): only that process can stop it.
         """
         error = _cancelled_error(result_id)
         future = None
@@ -944,8 +946,18 @@ class Runtime:
                     if waiting is None and result_id in self._running:
                         future = self._futures.get(result_id)
                         self._cancelling.add(result_id)
+                    elif waiting is None:
+                        # On its way to the line (a retry between attempts,
+                        # a task just taken over): it fails now, and the
+                        # line drops it when it arrives (_release).
+                        waiting = self.config.serializer.envelope(result, self.link)
         if not held:
-            return self._store.cancel_elsewhere(result_id, error)
+            # Another process's (a shared store): cancelled there if it has
+            # not started, and announced here, since its owner never will.
+            result, cancelled = self._store.cancel_elsewhere(result_id, error)
+            if cancelled:
+                self._send_with_exception(task_finished, result, failed_outcome(error))
+            return result
         if waiting is not None:
             self._submit(self._finish(waiting, failed_outcome(error))[0])
         elif future is not None and future.cancel():
@@ -968,9 +980,21 @@ class Runtime:
             if result_id not in self._store:
                 return
             result = self._store.get(result_id)
-            if result.status != RUNNING or result.attempts != attempt:
-                return  # an abandoned attempt's: its result has moved on
-            object.__setattr__(result, "metadata", metadata)
+            # A worker process's start, relayed to the signal thread (a
+            # shared store), may not be applied yet: the save follows it there.
+            start_pending = (
+                self._store.shared
+                and result.status == READY
+                and result.attempts + 1 == attempt
+                and threading.current_thread() is not self._signal_thread
+            )
+            if not start_pending:
+                if result.status != RUNNING or result.attempts != attempt:
+                    return  # an abandoned attempt's: its result has moved on
+                object.__setattr__(result, "metadata", metadata)
+        if start_pending:
+            self._send_later(partial(self.save_metadata, result_id, attempt, metadata))
+            return
         if self._store.shared:
             try:
                 self._store.save_metadata(result_id, copy_json(metadata))
