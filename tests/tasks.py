@@ -25,11 +25,6 @@ from pathlib import Path
 from django.db import connections, transaction
 from django.db.models import F
 from django.tasks import task
-from django.tasks.base import (
-    DEFAULT_TASK_BACKEND_ALIAS,
-    DEFAULT_TASK_PRIORITY,
-    DEFAULT_TASK_QUEUE_NAME,
-)
 from django.utils import timezone
 
 from django_tasks_local import LocalTask, current_result_id
@@ -550,17 +545,10 @@ def touch_then_exit_hard(path):
 
 
 def local_task(**fields):
-    """``@task(**fields)`` as Django 6.1 does it, on 6.0 too (whose ``Task``
-    fields have no defaults: ``@task``'s own are given)."""
+    """``@task(**fields)`` as Django 6.1 does it, on 6.0 too."""
 
     def wrap(func):
-        defaults = {
-            "priority": DEFAULT_TASK_PRIORITY,
-            "queue_name": DEFAULT_TASK_QUEUE_NAME,
-            "backend": DEFAULT_TASK_BACKEND_ALIAS,
-            "run_after": None,
-        }
-        return LocalTask(func=func, **{**defaults, **fields})
+        return LocalTask(func=func, **fields)
 
     return wrap
 
@@ -714,3 +702,14 @@ def local_report_progress(context, release):
     _wait_for_path(release)
     context.metadata["progress"] = 100
     return dict(context.metadata)
+
+
+def block_first_attempt(path, release):
+    """Hold the first attempt (counted in ``path``) until ``release`` exists;
+    a later attempt returns the pid that ran it."""
+    if count_attempt(path) == 1:
+        _wait_for_path(release)
+    return os.getpid()
+
+
+block_first_attempt = task(block_first_attempt)

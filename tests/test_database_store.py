@@ -1057,3 +1057,55 @@ def test_a_held_task_cancelled_from_elsewhere_never_runs(
         after = run_and_wait(alias, tasks.log_label, log, "after")
         assert after.status == "SUCCESSFUL"
         assert read_log(tmp_path / "log") == ["after"]
+
+
+#: A task RUNNING (its first attempt held); then killed.
+RUNNING_THEN_KILLED = """
+running = tasks.block_first_attempt.using(backend=alias).enqueue(
+    str(here / "attempts"), release
+)
+until(lambda: stored_status(running.id) == "RUNNING")
+report(running=running.id)
+time.sleep(600)  # until the test kills it
+"""
+
+
+@pytest.mark.parametrize("like", ALL_STORES)
+def test_a_lost_process_running_task_is_retried_when_asked(
+    like: str, spawn: Any, tmp_path: Path
+) -> None:
+    # RETRY_CRASHED: a task that may have run in part is tried again, here.
+    with store_alias(
+        like, MAX_ATTEMPTS=2, BACKOFF="tests.tasks.no_wait", RETRY_CRASHED=True
+    ) as alias:
+        backend = task_backends[alias]
+        child = spawn("lost-retried", RUNNING_THEN_KILLED, alias)
+        result_id = child.report()["running"]
+        owner = rows(alias).get(id=result_id).owner
+        child.kill()
+        with SignalLog() as signals:
+            backend.runtime.open_store()
+            final = backend.wait_for_result(result_id, DEADLINE)
+            wait_until(lambda: ("finished", "SUCCESSFUL") in signals.sent(result_id))
+        assert final.status == "SUCCESSFUL", final.errors
+        assert final.attempts == 2
+        [error] = final.errors
+        assert error.exception_class_path == PROCESS_LOST
+        assert owner in error.traceback
+        assert final.return_value != child.pid
+        assert signals.sent(result_id)[0] == ("retrying", "READY")
+
+
+@pytest.mark.parametrize("like", THREAD_STORES)
+def test_a_lost_process_running_task_is_not_retried_by_default(
+    like: str, spawn: Any, tmp_path: Path
+) -> None:
+    with store_alias(like, MAX_ATTEMPTS=3, BACKOFF="tests.tasks.no_wait") as alias:
+        backend = task_backends[alias]
+        child = spawn("lost-failed", RUNNING_THEN_KILLED, alias)
+        result_id = child.report()["running"]
+        owner = rows(alias).get(id=result_id).owner
+        child.kill()
+        backend.runtime.open_store()
+        wait_until(settled(alias, [result_id]), timeout=SETTLED_WITHIN)
+        assert_lost(alias, result_id, owner, child.pid)

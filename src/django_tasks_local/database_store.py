@@ -50,7 +50,8 @@ from django.utils import timezone
 from .exceptions import CannotCancel, NotOwned, ProcessLost
 from .models import Lease, StoredResult
 from .result_store import Adopt, ResultStore, shown
-from .results import metadata_of, new_result
+from .results import metadata_of, new_result, snapshot
+from .retries import AttemptPolicy
 from .runner import HOSTNAME, TaskReference, capture_error
 from .states import FAILED, READY, RUNNING
 
@@ -113,11 +114,14 @@ class DatabaseStore(ResultStore):
         alias: str,
         database: str,
         recovery_timeout: float,
+        attempts: AttemptPolicy | None = None,
     ) -> None:
         super().__init__(max_results)
         self.alias = alias
         self.database = database
         self.recovery_timeout = recovery_timeout
+        # Whether a lost process's task is tried again (retry_crashed).
+        self.attempts = attempts or AttemptPolicy()
         self.lease_id = f"{HOSTNAME}:{os.getpid()}:{secrets.token_hex(4)}"
         self._keeper: threading.Thread | None = None
         self._registered = threading.Event()
@@ -284,8 +288,11 @@ class DatabaseStore(ResultStore):
         )
         adopted: list[TaskResult[..., Any]] = []
         failed: list[TaskResult[..., Any]] = []
+        retrying: list[TaskResult[..., Any]] = []
         for owner in lost_owners:
-            failed += self._fail_lost(owner, now)
+            lost, again = self._fail_lost(owner, now)
+            failed += lost
+            retrying += again
             self._unfinished(owner).filter(status=READY, held=True).delete()
             waiting = self._unfinished(owner).filter(
                 status=READY, dispatched=False, held=False
@@ -304,36 +311,53 @@ class DatabaseStore(ResultStore):
             backend=self.alias,
             expires_at__lt=now - timedelta(seconds=self.recovery_timeout),
         ).delete()
-        if adopted or failed:
-            adopt(adopted, failed)
+        if adopted or failed or retrying:
+            adopt(adopted, failed, retrying)
 
-    def _fail_lost(self, owner: str, now: datetime) -> list[TaskResult[..., Any]]:
-        """FAILED, with ProcessLost, for the tasks of ``owner`` that may have started."""
+    def _fail_lost(
+        self, owner: str, now: datetime
+    ) -> tuple[list[TaskResult[..., Any]], list[TaskResult[..., Any]]]:
+        """ProcessLost for the tasks of ``owner`` that may have started: FAILED,
+        or, for a task whose attempts allow it (``retry_crashed``), READY for
+        its next attempt here. Returns (failed, retrying)."""
         may_have_started = self._unfinished(owner).filter(
             Q(status=RUNNING) | Q(status=READY, dispatched=True)
         )
-        ids = list(may_have_started.values_list("id", flat=True))
-        if not ids:
-            return []
         message = (
             f"The process that ran this task ({owner}) stopped renewing its lease "
             f"on task backend {self.alias!r}; it was found lost at "
-            f"{now.isoformat()}. The task may have run in part, or to the end; "
-            "it is not run again."
+            f"{now.isoformat()}. The task may have run in part, or to the end."
         )
         path = f"{ProcessLost.__module__}.{ProcessLost.__qualname__}"
-        error = asdict(
-            TaskError(exception_class_path=path, traceback=f"{path}: {message}\n")
-        )
-        may_have_started.filter(id__in=ids).update(
-            status=FAILED, finished_at=now, errors=[error], owner=self.lease_id
-        )
-        return [
-            _to_result(row)
-            for row in self._rows().filter(
-                id__in=ids, owner=self.lease_id, status=FAILED, finished_at=now
-            )
-        ]
+        error = TaskError(exception_class_path=path, traceback=f"{path}: {message}\n")
+        failed: list[TaskResult[..., Any]] = []
+        retrying: list[TaskResult[..., Any]] = []
+        # One row at a time: each keeps its earlier attempts' errors, and
+        # its task's attempts decide. Conditional on the old owner, as above.
+        for row in may_have_started:
+            lost = _to_result(row)
+            failed_view = snapshot(lost)
+            object.__setattr__(failed_view, "status", FAILED)
+            object.__setattr__(failed_view, "errors", [*lost.errors, error])
+            delay = self.attempts.retry_delay(failed_view, ProcessLost(message))
+            errors = [asdict(e) for e in failed_view.errors]
+            same = self._rows().filter(id=row.id, owner=owner, finished_at__isnull=True)
+            if delay is None:
+                changed = same.update(
+                    status=FAILED, finished_at=now, errors=errors, owner=self.lease_id
+                )
+            else:
+                changed = same.update(
+                    status=READY,
+                    errors=errors,
+                    run_after=now + timedelta(seconds=delay),
+                    dispatched=False,
+                    owner=self.lease_id,
+                )
+            if changed:
+                row.refresh_from_db()
+                (failed if delay is None else retrying).append(_to_result(row))
+        return failed, retrying
 
     # -- a task's life -----------------------------------------------------
 

@@ -38,8 +38,16 @@ def _missing(result_id: str) -> str:
 
 
 #: What a shared store hands the runtime it takes tasks over for: the READY
-#: results it now owns, and the results it failed because their process was lost.
-Adopt = Callable[[list["TaskResult[..., Any]"], list["TaskResult[..., Any]"]], None]
+#: results it now owns, the results it failed because their process was
+#: lost, and those it made READY again instead, for their next attempt.
+Adopt = Callable[
+    [
+        list["TaskResult[..., Any]"],
+        list["TaskResult[..., Any]"],
+        list["TaskResult[..., Any]"],
+    ],
+    None,
+]
 
 
 class ResultStore:

@@ -1361,13 +1361,19 @@ class Runtime:
         return self._store.get(result_id)
 
     def _adopt(
-        self, ready: list[TaskResult[..., Any]], lost: list[TaskResult[..., Any]]
+        self,
+        ready: list[TaskResult[..., Any]],
+        lost: list[TaskResult[..., Any]],
+        retrying: list[TaskResult[..., Any]],
     ) -> None:
         """The store took over a lost process's tasks: run the READY ones here;
-        announce the end of those that may have started there."""
+        announce the end of those that may have started there, or their
+        retry (retry_crashed), which runs here too."""
         for result in lost:
             self._send_later(partial(self._send, task_finished, result))
-        for result in ready:
+        for result in retrying:
+            self._send_later(partial(self._send, task_retrying, result))
+        for result in [*ready, *retrying]:
             with self._lock:
                 if result.id in self._store:
                     continue

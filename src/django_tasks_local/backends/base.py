@@ -259,13 +259,16 @@ class ExecutorBackend(BaseTaskBackend):
             enqueue_on_commit=self.commit_database,
             shutdown_timeout=self.settings["SHUTDOWN_TIMEOUT"],
             create_store=self._create_store,
-            attempts=AttemptPolicy(
-                max_attempts=self.settings["MAX_ATTEMPTS"],
-                backoff=resolve(self.settings["BACKOFF"]),
-                retry_on=resolve(self.settings["RETRY_ON"]),
-                retry_crashed=self.settings["RETRY_CRASHED"],
-                timeout=self.settings["TIMEOUT"],
-            ),
+            attempts=self._attempt_policy(),
+        )
+
+    def _attempt_policy(self) -> AttemptPolicy:
+        return AttemptPolicy(
+            max_attempts=self.settings["MAX_ATTEMPTS"],
+            backoff=resolve(self.settings["BACKOFF"]),
+            retry_on=resolve(self.settings["RETRY_ON"]),
+            retry_crashed=self.settings["RETRY_CRASHED"],
+            timeout=self.settings["TIMEOUT"],
         )
 
     def _create_store(self) -> ResultStore:
@@ -285,6 +288,7 @@ class ExecutorBackend(BaseTaskBackend):
             alias=self.alias,
             database=self.settings["DATABASE"],
             recovery_timeout=self.settings["RECOVERY_TIMEOUT"],
+            attempts=self._attempt_policy(),
         )
 
     @property
