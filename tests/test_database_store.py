@@ -1059,12 +1059,13 @@ def test_a_held_task_cancelled_from_elsewhere_never_runs(
         assert read_log(tmp_path / "log") == ["after"]
 
 
-#: A task RUNNING (its first attempt held); then killed.
+#: A task RUNNING, its first attempt's body held; then killed.
 RUNNING_THEN_KILLED = """
 running = tasks.block_first_attempt.using(backend=alias).enqueue(
     str(here / "attempts"), release
 )
-until(lambda: stored_status(running.id) == "RUNNING")
+# Its body has begun (the start is recorded before the body runs).
+until(lambda: (here / "attempts").exists())
 report(running=running.id)
 time.sleep(600)  # until the test kills it
 """
