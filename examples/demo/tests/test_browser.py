@@ -17,7 +17,6 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-import pytest
 from demo_project import GUNICORN_WORKERS, DemoServer, parent_pid
 from playwright.sync_api import Locator, Page, Response, expect
 
@@ -40,14 +39,6 @@ FINISH_TIMEOUT = 60_000
 # Seconds a job waits (run_after) in the restart test: the server must stop
 # before then, which it does in a few seconds.
 DELAY = 12
-# Why durable's progress checks are skipped, until the database store keeps
-# metadata: until then only the process that runs a job holds what the job
-# saved, and gunicorn's other workers answer its polls without it.
-NO_STORED_METADATA = (
-    "DEMO_TASKS_BACKEND=durable: progress not checked, since the database store "
-    "does not keep result metadata yet (no StoredResult.metadata column, no "
-    "DatabaseStore.save_metadata): only the worker running a job can show it"
-)
 
 
 def start_job(page: Page, kind: str, **fields: str) -> None:
@@ -93,11 +84,9 @@ def progress_sources(page: Page) -> set[int]:
 
 def shows_progress(demo: DemoServer) -> bool:
     """Whether the page shows the jobs' progress under this setting: where
-    results have metadata (django-tasks-local's backends), and, with several
-    processes, where every process reads it (the database store keeps it)."""
-    if demo.backend == "durable":
-        return stores_metadata(demo)
-    return demo.backend == "local"
+    results have metadata (django-tasks-local's backends; with several
+    processes, the database store keeps it for every one)."""
+    return demo.backend in {"local", "durable"}
 
 
 def expect_progress_moves(row: Locator, total: int) -> None:
@@ -125,8 +114,6 @@ def expect_progress_moves(row: Locator, total: int) -> None:
 def expect_final_progress(demo: DemoServer, counts: list[tuple[Locator, str]]) -> None:
     """Each finished row shows its job's last progress, where results have
     metadata; elsewhere no numbers, and no bar."""
-    if demo.backend == "durable" and not shows_progress(demo):
-        pytest.skip(NO_STORED_METADATA)
     for row, count in counts:
         if shows_progress(demo):
             expect(row.locator(".count")).to_have_text(count)
@@ -241,13 +228,6 @@ def test_jobs_run_in_the_background_and_show_their_outcome(
     expect_final_progress(
         demo, [(fetch, "15 / 15"), (primes, "200000 / 200000"), (failing, "5 / 7")]
     )
-
-
-def stores_metadata(demo: DemoServer) -> bool:
-    """Whether the database store keeps result metadata (its table has the column)."""
-    with closing(sqlite3.connect(demo.data_dir / "db.sqlite3")) as db:
-        columns = db.execute("PRAGMA table_info(django_tasks_local_storedresult)")
-        return "metadata" in {column[1] for column in columns}
 
 
 def stored_results(demo: DemoServer) -> dict[int, tuple[str, str]]:
