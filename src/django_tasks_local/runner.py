@@ -42,9 +42,6 @@ logger = logging.getLogger("django_tasks_local")
 #: and ``is_cancelled(result_id, attempt)``, for a worker in its process.
 StartReporter = Callable[[str, str, datetime], None]
 
-#: Saves a running task's metadata: ``save(result_id, attempt, metadata)``.
-MetadataSaver = Callable[[str, int, dict[str, Any]], None]
-
 HOSTNAME = socket.gethostname()
 
 # Set in a worker process by its pool, so that tasks arriving there (whose
