@@ -50,10 +50,10 @@ from django.utils import timezone
 from .exceptions import CannotCancel, NotOwned, ProcessLost
 from .models import Lease, StoredResult
 from .result_store import Adopt, ResultStore, shown
-from .results import metadata_of, new_result, snapshot
+from .results import metadata_of, new_result
 from .retries import AttemptPolicy
 from .runner import HOSTNAME, TaskReference, capture_error
-from .states import FAILED, READY, RUNNING
+from .states import FAILED, READY, RUNNING, transition
 
 logger = logging.getLogger("django_tasks_local")
 
@@ -328,18 +328,17 @@ class DatabaseStore(ResultStore):
             f"on task backend {self.alias!r}; it was found lost at "
             f"{now.isoformat()}. The task may have run in part, or to the end."
         )
-        path = f"{ProcessLost.__module__}.{ProcessLost.__qualname__}"
-        error = TaskError(exception_class_path=path, traceback=f"{path}: {message}\n")
+        lost_error = ProcessLost(message)
+        error = capture_error(lost_error)
         failed: list[TaskResult[..., Any]] = []
         retrying: list[TaskResult[..., Any]] = []
         # One row at a time: each keeps its earlier attempts' errors, and
         # its task's attempts decide. Conditional on the old owner, as above.
         for row in may_have_started:
-            lost = _to_result(row)
-            failed_view = snapshot(lost)
-            object.__setattr__(failed_view, "status", FAILED)
-            object.__setattr__(failed_view, "errors", [*lost.errors, error])
-            delay = self.attempts.retry_delay(failed_view, ProcessLost(message))
+            # The result as this attempt leaves it, for its task's attempts.
+            failed_view = _to_result(row)
+            transition(failed_view, FAILED, errors=[*failed_view.errors, error])
+            delay = self.attempts.retry_delay(failed_view, lost_error)
             errors = [asdict(e) for e in failed_view.errors]
             same = self._rows().filter(id=row.id, owner=owner, finished_at__isnull=True)
             if delay is None:

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
+from functools import partial
 from typing import Any, ClassVar, ParamSpec, TypeVar, cast
 
 from asgiref.sync import sync_to_async
@@ -247,6 +248,7 @@ class ExecutorBackend(BaseTaskBackend):
         return runtime_for(self._runtime_key, self._runtime_config)
 
     def _runtime_config(self) -> RuntimeConfig:
+        attempts = self._attempt_policy()
         return RuntimeConfig(
             alias=self.alias,
             sender=type(self),
@@ -258,8 +260,10 @@ class ExecutorBackend(BaseTaskBackend):
             max_waiting=self.settings["MAX_WAITING"],
             enqueue_on_commit=self.commit_database,
             shutdown_timeout=self.settings["SHUTDOWN_TIMEOUT"],
-            create_store=self._create_store,
-            attempts=self._attempt_policy(),
+            # One policy for the runtime and its store (which retries a lost
+            # process's tasks).
+            create_store=partial(self._create_store, attempts),
+            attempts=attempts,
         )
 
     def _attempt_policy(self) -> AttemptPolicy:
@@ -271,7 +275,7 @@ class ExecutorBackend(BaseTaskBackend):
             timeout=self.settings["TIMEOUT"],
         )
 
-    def _create_store(self) -> ResultStore:
+    def _create_store(self, attempts: AttemptPolicy) -> ResultStore:
         if self.settings["STORE"] == "memory":
             return ResultStore(self.settings["MAX_RESULTS"])
         from ..store_checks import check_database_store
@@ -288,7 +292,7 @@ class ExecutorBackend(BaseTaskBackend):
             alias=self.alias,
             database=self.settings["DATABASE"],
             recovery_timeout=self.settings["RECOVERY_TIMEOUT"],
-            attempts=self._attempt_policy(),
+            attempts=attempts,
         )
 
     @property
