@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections
-from django.db.models import DateTimeField, Field, JSONField, Q
+from django.db.models import DateTimeField, JSONField, Q
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.base import TaskError
 from django.tasks.exceptions import TaskResultDoesNotExist
@@ -69,7 +69,8 @@ class _Turns:
 
     A plain lock lets a worker that writes its task's end, then the prune,
     then its next task's start, take it again and again while an enqueue
-    waits.
+    waits. (``take()`` and ``give()`` rather than a context manager: the
+    enqueue's own write pays for every microsecond here.)
     """
 
     def __init__(self) -> None:
@@ -77,8 +78,7 @@ class _Turns:
         self._taken = False
         self._firsts_waiting = 0
 
-    @contextlib.contextmanager
-    def turn(self, *, first: bool) -> Iterator[None]:
+    def take(self, *, first: bool) -> None:
         with self._changed:
             if first:
                 self._firsts_waiting += 1
@@ -89,12 +89,11 @@ class _Turns:
                 while self._taken or self._firsts_waiting:
                     self._changed.wait()
             self._taken = True
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._taken = False
-                self._changed.notify_all()
+
+    def give(self) -> None:
+        with self._changed:
+            self._taken = False
+            self._changed.notify_all()
 
 
 class _PrivateConnection(threading.local):
@@ -138,31 +137,57 @@ class DatabaseStore(ResultStore):
         self._private = _PrivateConnection()
 
     @contextlib.contextmanager
-    def _writing(self, *, first: bool = False) -> Iterator[None]:
-        """Hold this process's turn to write (SQLite), but never inside a
-        transaction: that one holds the database's write lock already, and
-        another thread waiting for it may hold the turn."""
+    def _writing(self) -> Iterator[None]:
+        """Hold this process's turn to write (SQLite), for a write through
+        the ORM: as ``_write()`` does for its statements."""
         if self._turns is None or connections[self.database].in_atomic_block:
             yield
             return
-        with self._turns.turn(first=first):
+        self._turns.take(first=False)
+        try:
             yield
+        finally:
+            self._turns.give()
 
-    def _connection(self) -> Any:
-        """The connection for a write of a task's life.
+    def _write(
+        self, statement: str, values: Iterable[Any], *, first: bool = False
+    ) -> int:
+        """Run one of ``_statements`` that writes: the rows it changed.
 
-        Inside a transaction on the store's database, that transaction's
-        (so the write commits or rolls back with it). Otherwise, on SQLite,
-        one of this thread's own, kept open: the worker threads close their
-        connections around every task (``close_old_connections()``, as
-        Django does around a request), and the store writes before and after
-        each one; reopening a SQLite file costs more than the write. Not on
-        PostgreSQL, where each would hold a server connection for the life
-        of its thread: there ``CONN_MAX_AGE`` (or a pool) decides.
+        On SQLite, in this process's turn, and on one of this thread's own
+        connections (``_private_connection()``); but never inside a
+        transaction on the store's database: the write joins it (and commits
+        or rolls back with it), and needs no turn, since that transaction
+        holds the database's write lock already (and another thread, waiting
+        for that lock, may hold the turn). ``first``: before those waiting.
         """
         shared = connections[self.database]
-        if shared.in_atomic_block or not self._sqlite:
-            return shared
+        if self._turns is None or shared.in_atomic_block:
+            return self._execute(shared, statement, values)
+        self._turns.take(first=first)
+        try:
+            return self._execute(self._private_connection(shared), statement, values)
+        finally:
+            self._turns.give()
+
+    def _read(self, statement: str, values: Iterable[Any]) -> int:
+        """Run one of ``_statements`` that reads: the one number it reads.
+        It needs no turn (nor SQLite's write lock)."""
+        shared = connections[self.database]
+        if self._turns is None or shared.in_atomic_block:
+            return self._execute(shared, statement, values)
+        return self._execute(self._private_connection(shared), statement, values)
+
+    def _private_connection(self, shared: Any) -> Any:
+        """This thread's own connection to the store's SQLite database, kept open.
+
+        The worker threads close their connections around every task
+        (``close_old_connections()``, as Django does around a request), and
+        the store writes before and after each one; reopening a SQLite file
+        costs more than the write. Not on PostgreSQL, where each would hold a
+        server connection for the life of its thread: there ``CONN_MAX_AGE``
+        (or a pool) decides.
+        """
         private = self._private.connection
         if private is None:
             settings = {**shared.settings_dict, "CONN_MAX_AGE": None}
@@ -387,18 +412,16 @@ class DatabaseStore(ResultStore):
         }
         # First in line: a caller waits for its enqueue, a worker's writes
         # can wait for it.
-        with self._writing(first=True):
-            self._execute("insert", values.values())
+        self._write("insert", values.values(), first=True)
 
     def save_committed(self, result_id: str) -> None:
         with self._writing():
             self._owned(result_id).update(held=False)
 
     def save_dispatched(self, result_id: str) -> None:
-        with self._writing():
-            updated = self._execute(
-                "dispatch", [True, result_id, self.alias, self.lease_id, READY]
-            )
+        updated = self._write(
+            "dispatch", [True, result_id, self.alias, self.lease_id, READY]
+        )
         if not updated:
             raise NotOwned(self._not_owned(result_id))
 
@@ -406,10 +429,9 @@ class DatabaseStore(ResultStore):
         self, result_id: str, worker_ids: list[str], started_at: datetime
     ) -> None:
         values = [RUNNING, started_at, started_at, worker_ids, True]
-        with self._writing():
-            updated = self._execute(
-                "start", [*values, result_id, self.alias, self.lease_id, READY]
-            )
+        updated = self._write(
+            "start", [*values, result_id, self.alias, self.lease_id, READY]
+        )
         if not updated:
             raise NotOwned(self._not_owned(result_id))
 
@@ -427,8 +449,7 @@ class DatabaseStore(ResultStore):
             metadata_of(result),
         ]
         where = [result.id, self.alias, self.lease_id, READY, RUNNING]
-        with self._writing():
-            updated = self._execute("finish", [*values, *where])
+        updated = self._write("finish", [*values, *where])
         self._prune()
         if not updated:
             logger.warning(
@@ -443,10 +464,9 @@ class DatabaseStore(ResultStore):
         less a tenth, so that the next few task ends only look. The look
         reads, so it needs no turn (nor SQLite's write lock): an enqueue
         waits for none of it."""
-        if self._execute("past_bound", [self.alias, self.max_results]):
+        if self._read("past_bound", [self.alias, self.max_results]):
             kept = self.max_results - self.max_results // 10
-            with self._writing():
-                self._execute("prune", [self.alias, self.alias, kept])
+            self._write("prune", [self.alias, self.alias, kept])
 
     def save_retrying(self, result: TaskResult[..., Any]) -> None:
         """A failed attempt's result, READY again: the row waits for its next
@@ -470,8 +490,7 @@ class DatabaseStore(ResultStore):
             False,
         ]
         where = [result.id, self.alias, self.lease_id, RUNNING, READY]
-        with self._writing():
-            updated = self._execute("retry", [*values, *where])
+        updated = self._write("retry", [*values, *where])
         if not updated:
             logger.warning(
                 "%s: its retry was not recorded, since %s",
@@ -483,10 +502,9 @@ class DatabaseStore(ResultStore):
         """A running task saved its metadata: written if the row is still this
         process's, and RUNNING (a late save, once the task ended or was
         taken over, changes nothing)."""
-        with self._writing():
-            self._execute(
-                "metadata", [metadata, result_id, self.alias, self.lease_id, RUNNING]
-            )
+        self._write(
+            "metadata", [metadata, result_id, self.alias, self.lease_id, RUNNING]
+        )
 
     def cancel_elsewhere(
         self, result_id: str, error: Exception
@@ -555,25 +573,28 @@ class DatabaseStore(ResultStore):
         with self._writing():
             self._owned(result_id).filter(Q(status=READY) | Q(held=True)).delete()
 
-    def _execute(self, statement: str, values: Iterable[Any]) -> int:
-        """Run one of ``_statements``, with ``values``: the rows a write
-        changed, or the one number a ``SELECT`` reads.
+    def _execute(self, connection: Any, statement: str, values: Iterable[Any]) -> int:
+        """Run one of ``_statements`` on ``connection``, with ``values``: the
+        rows a write changed, or the one number a ``SELECT`` reads.
 
         In SQL of its own, not the ORM's: a task's life writes three times,
-        and building each query would cost more than running it.
+        and building each query would cost more than running it. Each value
+        is adapted as its field would (``get_db_prep_save()``), by the
+        connection's own adapter, without the field's layers around it.
         """
-        connection = self._connection()
-        sql, fields = _statements(connection)[statement]
-        # None is NULL to every field (a date, or JSON): nothing to prepare.
+        sql, kinds = _statements(connection)[statement]
+        ops = connection.ops
         params = [
             value
-            if field is None or value is None
-            else field.get_db_prep_save(value, connection)
-            for field, value in zip(fields, values, strict=True)
+            if kind is None or value is None  # None is NULL to every field.
+            else ops.adapt_json_value(value, None)
+            if kind is _JSON
+            else ops.adapt_datetimefield_value(value)
+            for kind, value in zip(kinds, values, strict=True)
         ]
         if connection is self._private.connection:
-            # This thread's own connection (_connection): straight to the
-            # driver, with its "?" placeholders, past Django's cursor
+            # This thread's own connection (_private_connection): straight to
+            # the driver, with its "?" placeholders, past Django's cursor
             # wrapper, which rewrites the SQL at each call.
             connection.ensure_connection()
             with connection.wrap_database_errors:
@@ -611,13 +632,16 @@ class DatabaseStore(ResultStore):
         return row
 
 
-# The statements of a task's life: (SQL, the field that prepares each
-# parameter, or None for a value taken as it is), per database vendor.
-_FieldList = list["Field[Any, Any] | None"]
-_statement_cache: dict[str, dict[str, tuple[str, _FieldList]]] = {}
+# How a statement's parameter is adapted for the database: as JSON, as a
+# date and time, or (None) taken as it is (strings, numbers, booleans).
+_JSON = "json"
+_DATETIME = "datetime"
+_Kinds = list[str | None]
+# The statements of a task's life: (SQL, each parameter's kind), per vendor.
+_statement_cache: dict[str, dict[str, tuple[str, _Kinds]]] = {}
 
 
-def _statements(connection: Any) -> dict[str, tuple[str, _FieldList]]:
+def _statements(connection: Any) -> dict[str, tuple[str, _Kinds]]:
     cached = _statement_cache.get(connection.vendor)
     if cached is not None:
         return cached
@@ -625,12 +649,13 @@ def _statements(connection: Any) -> dict[str, tuple[str, _FieldList]]:
     meta = StoredResult._meta
     table = str(quote(meta.db_table))
 
-    def field(name: str) -> Field[Any, Any] | None:
-        """The field that prepares a value of ``name``: only dates and JSON
-        need it; strings, numbers and booleans are taken as they are."""
+    def kind(name: str) -> str | None:
         found = meta.get_field(name)
-        needs_preparing = isinstance(found, DateTimeField | JSONField)
-        return found if needs_preparing else None  # type: ignore[return-value]
+        if isinstance(found, JSONField):
+            # Adapted with no encoder (_execute): the model's JSON fields have none.
+            assert found.encoder is None
+            return _JSON
+        return _DATETIME if isinstance(found, DateTimeField) else None
 
     def column(name: str) -> str:
         return str(quote(meta.get_field(name).column))  # type: ignore[union-attr]
@@ -641,7 +666,7 @@ def _statements(connection: Any) -> dict[str, tuple[str, _FieldList]]:
     owned = (
         f"{column('id')} = %s AND {column('backend')} = %s AND {column('owner')} = %s"
     )
-    owned_fields: _FieldList = [field("id"), field("backend"), field("owner")]
+    owned_kinds: _Kinds = [kind("id"), kind("backend"), kind("owner")]
     started = ["status", "started_at", "last_attempted_at", "worker_ids", "dispatched"]
     finished = [
         "status",
@@ -675,35 +700,35 @@ def _statements(connection: Any) -> dict[str, tuple[str, _FieldList]]:
         f"SELECT {finished_at} FROM {table} WHERE {backend} = %s "
         f"AND {finished_at} IS NOT NULL ORDER BY {finished_at} DESC LIMIT 1"
     )
-    statements: dict[str, tuple[str, _FieldList]] = {
+    statements: dict[str, tuple[str, _Kinds]] = {
         "insert": (
             f"INSERT INTO {table} ({', '.join(column(name) for name in inserted)}) "
             f"VALUES ({', '.join(['%s'] * len(inserted))})",
-            [field(name) for name in inserted],
+            [kind(name) for name in inserted],
         ),
         "dispatch": (
             f"UPDATE {table} SET {assignments(['dispatched'])} "
             f"WHERE {owned} AND {status} = %s",
-            [field("dispatched"), *owned_fields, None],
+            [kind("dispatched"), *owned_kinds, None],
         ),
         "start": (
             f"UPDATE {table} SET {assignments(started)} WHERE {owned} AND {status} = %s",
-            [*(field(name) for name in started), *owned_fields, None],
+            [*(kind(name) for name in started), *owned_kinds, None],
         ),
         "finish": (
             f"UPDATE {table} SET {assignments(finished)} "
             f"WHERE {owned} AND {status} IN (%s, %s)",
-            [*(field(name) for name in finished), *owned_fields, None, None],
+            [*(kind(name) for name in finished), *owned_kinds, None, None],
         ),
         "retry": (
             f"UPDATE {table} SET {assignments(retried)} "
             f"WHERE {owned} AND {status} IN (%s, %s)",
-            [*(field(name) for name in retried), *owned_fields, None, None],
+            [*(kind(name) for name in retried), *owned_kinds, None, None],
         ),
         "metadata": (
             f"UPDATE {table} SET {assignments(['metadata'])} "
             f"WHERE {owned} AND {status} = %s",
-            [field("metadata"), *owned_fields, None],
+            [kind("metadata"), *owned_kinds, None],
         ),
         # 1 if a finished row lies past the bound (the OFFSET), else 0.
         "past_bound": (
