@@ -39,7 +39,7 @@ from django_tasks_local import (
     task_retrying,
     wait,
 )
-from django_tasks_local.models import Lease, StoredResult
+from django_tasks_local.models import FinishedCount, Lease, StoredResult
 from tests import tasks
 from tests.helpers import (
     DEADLINE,
@@ -504,6 +504,70 @@ def test_past_the_bound_the_oldest_tenth_goes_at_once(like: str) -> None:
     assert max(counts) == 20
     assert 18 in counts[20:]
     assert kept == set(done[-counts[-1] :])
+
+
+def finished_count(alias: str) -> int:
+    """The alias's count of finished rows, as the database's triggers keep it."""
+    database = task_backends[alias].settings["DATABASE"]
+    count = FinishedCount.objects.using(database).filter(backend=alias).first()
+    return 0 if count is None else count.finished
+
+
+def finished_rows(alias: str) -> int:
+    return rows(alias).filter(finished_at__isnull=False).count()
+
+
+@pytest.mark.parametrize("like", THREAD_STORES)
+def test_the_count_of_finished_rows_follows_every_write(like: str) -> None:
+    # A task's end reads the count to check MAX_RESULTS: whatever writes
+    # the rows, the task's end, a cancel, a prune, or a write by hand.
+    with (
+        store_alias(like, MAX_RESULTS=10, MAX_WORKERS=1) as alias,
+        store_alias(like) as other,
+    ):
+        backend = task_backends[alias]
+        for _ in range(3):
+            run_and_wait(alias, tasks.noop)
+        assert finished_count(alias) == finished_rows(alias) == 3
+        later = tasks.noop.using(
+            backend=alias, run_after=timezone.now() + timedelta(hours=1)
+        ).enqueue()
+        assert finished_count(alias) == 3
+        backend.cancel(later.id)
+        assert finished_count(alias) == finished_rows(alias) == 4
+
+        oldest, second, third = rows(alias).order_by("finished_at")[:3]
+        oldest.delete()
+        assert finished_count(alias) == 3
+        rows(alias).filter(id=second.id).update(finished_at=None)
+        assert finished_count(alias) == 2
+        rows(alias).filter(id=third.id).update(backend=other)
+        assert finished_count(alias) == finished_rows(alias) == 1
+        assert finished_count(other) == finished_rows(other) == 1
+        rows(alias).filter(id=second.id).update(finished_at=timezone.now())
+        assert finished_count(alias) == finished_rows(alias) == 2
+
+        # Past the bound: the prune's deletes are counted too.
+        for _ in range(12):
+            run_and_wait(alias, tasks.noop)
+            assert finished_count(alias) == finished_rows(alias) <= 10
+
+
+@pytest.mark.parametrize("like", THREAD_STORES)
+def test_a_count_that_drifted_is_right_again_after_one_prune(like: str) -> None:
+    # As a TRUNCATE of the results table would leave it (no trigger fires).
+    with store_alias(like, MAX_RESULTS=10, MAX_WORKERS=1) as alias:
+        for _ in range(4):
+            run_and_wait(alias, tasks.noop)
+        database = task_backends[alias].settings["DATABASE"]
+        FinishedCount.objects.using(database).filter(backend=alias).update(
+            finished=1000
+        )
+        run_and_wait(alias, tasks.noop)
+        assert finished_count(alias) == finished_rows(alias) == 5
+        for _ in range(3):
+            run_and_wait(alias, tasks.noop)
+        assert finished_count(alias) == finished_rows(alias) == 8
 
 
 # -- transactions ------------------------------------------------------------

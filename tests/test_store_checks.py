@@ -138,3 +138,14 @@ def test_a_store_that_cannot_start_says_why_at_enqueue():
         pytest.raises(ImproperlyConfigured, match=expected),
     ):
         square.using(backend=alias).enqueue(2)
+
+
+def test_a_database_other_than_sqlite_or_postgresql_is_refused():
+    databases = {
+        **settings.DATABASES,
+        "checked": {"ENGINE": "django.db.backends.dummy"},
+    }
+    [error] = store_errors("checked", DATABASES=databases)
+    assert error.id == "django_tasks_local.E009"
+    assert "'checked', whose ENGINE is 'django.db.backends.dummy'" in error.msg
+    assert "runs on SQLite and PostgreSQL" in error.msg

@@ -48,7 +48,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 from .exceptions import CannotCancel, NotOwned, ProcessLost
-from .models import Lease, StoredResult
+from .models import FinishedCount, Lease, StoredResult
 from .result_store import Adopt, ResultStore, shown
 from .results import metadata_of, new_result
 from .retries import AttemptPolicy
@@ -461,12 +461,19 @@ class DatabaseStore(ResultStore):
 
     def _prune(self) -> None:
         """Past max_results finished rows, the oldest go: down to max_results
-        less a tenth, so that the next few task ends only look. The look
-        reads, so it needs no turn (nor SQLite's write lock): an enqueue
-        waits for none of it."""
+        less a tenth, so that the next few task ends only look.
+
+        The look reads the alias's count of finished rows (``FinishedCount``,
+        kept by the database's triggers): one row, whatever max_results is.
+        It needs no turn (nor SQLite's write lock): an enqueue waits for none
+        of it. The prune sets the count again from the rows themselves: a
+        count that drifted (the results table emptied by a ``TRUNCATE``,
+        which fires no trigger) is right again after one prune.
+        """
         if self._read("past_bound", [self.alias, self.max_results]):
             kept = self.max_results - self.max_results // 10
             self._write("prune", [self.alias, self.alias, kept])
+            self._write("recount", [self.alias, self.alias])
 
     def save_retrying(self, result: TaskResult[..., Any]) -> None:
         """A failed attempt's result, READY again: the row waits for its next
@@ -700,6 +707,9 @@ def _statements(connection: Any) -> dict[str, tuple[str, _Kinds]]:
         f"SELECT {finished_at} FROM {table} WHERE {backend} = %s "
         f"AND {finished_at} IS NOT NULL ORDER BY {finished_at} DESC LIMIT 1"
     )
+    counts = str(quote(FinishedCount._meta.db_table))
+    count_backend = str(quote(FinishedCount._meta.get_field("backend").column))
+    count = str(quote(FinishedCount._meta.get_field("finished").column))
     statements: dict[str, tuple[str, _Kinds]] = {
         "insert": (
             f"INSERT INTO {table} ({', '.join(column(name) for name in inserted)}) "
@@ -730,9 +740,10 @@ def _statements(connection: Any) -> dict[str, tuple[str, _Kinds]]:
             f"WHERE {owned} AND {status} = %s",
             [kind("metadata"), *owned_kinds, None],
         ),
-        # 1 if a finished row lies past the bound (the OFFSET), else 0.
+        # 1 if the alias has more finished rows than the bound, else 0.
         "past_bound": (
-            f"SELECT EXISTS ({newest} OFFSET %s)",
+            f"SELECT COALESCE((SELECT {count} FROM {counts} "
+            f"WHERE {count_backend} = %s), 0) > %s",
             [None, None],
         ),
         # The rows from the cutoff (the OFFSET) on go; ties at the cutoff
@@ -741,6 +752,15 @@ def _statements(connection: Any) -> dict[str, tuple[str, _Kinds]]:
             f"DELETE FROM {table} WHERE {backend} = %s AND {finished_at} <= ("
             f"{newest} OFFSET %s)",
             [None, None, None],
+        ),
+        # The alias's count, from its rows. (On PostgreSQL, a row that
+        # another transaction finishes meanwhile may be missed, and found
+        # at the next recount.)
+        "recount": (
+            f"UPDATE {counts} SET {count} = (SELECT COUNT(*) FROM {table} "
+            f"WHERE {backend} = %s AND {finished_at} IS NOT NULL) "
+            f"WHERE {count_backend} = %s",
+            [None, None],
         ),
     }
     _statement_cache[connection.vendor] = statements

@@ -67,3 +67,23 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class FinishedCount(models.Model):
+    """How many finished rows of ``StoredResult`` each backend alias has.
+
+    Kept by the database itself: triggers on ``StoredResult`` (migration
+    0003) count each row that finishes, and each finished row that goes,
+    whatever writes it. A task's end then checks ``MAX_RESULTS`` by reading
+    one row, instead of counting the finished rows (which costs in
+    proportion to ``MAX_RESULTS``).
+    """
+
+    backend = models.CharField(primary_key=True, max_length=100)
+    finished = models.IntegerField(default=0)
+
+    class Meta:
+        verbose_name = "finished result count"
+
+    def __str__(self) -> str:
+        return f"{self.backend}: {self.finished}"

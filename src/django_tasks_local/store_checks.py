@@ -5,6 +5,7 @@
 * ``django_tasks_local.E006``: a SQLite database without IMMEDIATE transactions.
 * ``django_tasks_local.E007``: a SQLite database not in WAL mode, or in memory.
 * ``django_tasks_local.E008``: a SQLite busy timeout under 5 seconds.
+* ``django_tasks_local.E009``: a database other than SQLite or PostgreSQL.
 
 Each SQLite one is a setting that lets concurrent writers (the web
 processes, and their worker threads) fail with "database is locked".
@@ -17,6 +18,7 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
+from django.db.utils import load_backend
 
 #: A SQLite database that several processes write to at once, as it should be set.
 SQLITE_OPTIONS = {
@@ -47,7 +49,21 @@ def check_database_store(alias: str, database: str) -> list[checks.CheckMessage]
             )
         ]
     config = settings.DATABASES[database]
-    if not str(config.get("ENGINE", "")).endswith("sqlite3"):
+    # The vendor of its ENGINE (read from the settings: no connection made).
+    engine = str(config.get("ENGINE") or "django.db.backends.dummy")
+    vendor = load_backend(engine).DatabaseWrapper.vendor
+    if vendor not in ("sqlite", "postgresql"):
+        return [
+            checks.Error(
+                f"{where} on database {database!r}, whose ENGINE is {engine!r}: the "
+                "database store runs on SQLite and PostgreSQL (its migrations "
+                "make the triggers that count each alias's finished rows there).",
+                hint="Set OPTIONS['DATABASE'] to a SQLite or PostgreSQL database, "
+                "or move to a persistent backend made for this database.",
+                id="django_tasks_local.E009",
+            )
+        ]
+    if vendor != "sqlite":
         return []
     return _check_sqlite(f"{where} on SQLite database {database!r}", config)
 
