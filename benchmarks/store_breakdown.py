@@ -103,7 +103,7 @@ def one_round(store: Any) -> None:
     )
     timed(
         "the look past MAX_RESULTS alone",
-        lambda i: store._execute("past_bound", [store.alias, store.max_results]),
+        lambda i: store._read("past_bound", [store.alias, store.max_results]),
         COUNT,
     )
 
