@@ -131,8 +131,8 @@ class DatabaseStore(ResultStore):
         # (1 ms, 2 ms, 5 ms... up to its busy timeout) when they collide:
         # this process's threads take turns on a lock of their own instead,
         # woken the moment it is free. PostgreSQL locks rows, not the database.
-        self._sqlite = connections[database].vendor == "sqlite"
-        self._turns = _Turns() if self._sqlite else None
+        sqlite = connections[database].vendor == "sqlite"
+        self._turns = _Turns() if sqlite else None
         # This thread's own connection, for writes on SQLite (_connection).
         self._private = _PrivateConnection()
 

@@ -12,6 +12,7 @@ import itertools
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 
 class WaitingLine[Item]:
@@ -50,17 +51,8 @@ class WaitingLine[Item]:
 
     def remove(self, match: Callable[[Item], bool]) -> Item | None:
         """Take out the first item ``match`` accepts (a cancelled task), if any."""
-        for index, (*_, item) in enumerate(self._startable):
-            if match(item):
-                self._startable.pop(index)
-                heapq.heapify(self._startable)
-                return item
-        for index, (*_, item) in enumerate(self._deferred):
-            if match(item):
-                self._deferred.pop(index)
-                heapq.heapify(self._deferred)
-                return item
-        return None
+        found = _take_out(self._startable, match)
+        return found if found is not None else _take_out(self._deferred, match)
 
     def drain(self) -> list[Item]:
         """Remove and return everything waiting."""
@@ -79,3 +71,17 @@ class WaitingLine[Item]:
         while self._deferred and self._deferred[0][0] <= now:
             _, negative_priority, sequence, item = heapq.heappop(self._deferred)
             heapq.heappush(self._startable, (negative_priority, sequence, item))
+
+
+def _take_out[Item](
+    heap: list[tuple[Any, ...]], match: Callable[[Item], bool]
+) -> Item | None:
+    """Take the first entry whose item (its last field) ``match`` accepts out
+    of ``heap``, keeping it a heap; its item, or None."""
+    for index, entry in enumerate(heap):
+        item: Item = entry[-1]
+        if match(item):
+            heap.pop(index)
+            heapq.heapify(heap)
+            return item
+    return None

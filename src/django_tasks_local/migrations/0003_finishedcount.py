@@ -81,8 +81,8 @@ def drop_triggers(apps: Any, schema_editor: Any) -> None:
     vendor = schema_editor.connection.vendor
     if vendor not in ("sqlite", "postgresql"):
         return
+    on = "" if vendor == "sqlite" else f" ON {RESULTS}"
     for name in ("dtl_count_insert", "dtl_count_delete", "dtl_count_update"):
-        on = "" if vendor == "sqlite" else f" ON {RESULTS}"
         schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}{on}", params=None)
     if vendor == "postgresql":
         schema_editor.execute(
