@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -39,6 +41,7 @@ from django_tasks_local import (
     task_retrying,
     wait,
 )
+from django_tasks_local.database_store import _Turns
 from django_tasks_local.models import FinishedCount, Lease, StoredResult
 from tests import tasks
 from tests.helpers import (
@@ -885,12 +888,20 @@ def test_cancel_a_task_of_a_lost_process(like: str, spawn: Any, tmp_path: Path) 
         assert running in message and owner in message
         assert "cancel it from that process" in message
 
-        backend.runtime.open_store()
-        wait_until(
-            settled(alias, [running]),
-            timeout=SETTLED_WITHIN,
-            message="the lost process's running task failed",
-        )
+        with SignalLog() as recovery:
+            backend.runtime.open_store()
+            wait_until(
+                settled(alias, [running]),
+                timeout=SETTLED_WITHIN,
+                message="the lost process's running task failed",
+            )
+            # Announced by the process that found it lost, from its signal
+            # thread, once the row is written.
+            wait_until(
+                lambda: recovery.sent(running) == [("finished", "FAILED")],
+                message="the lost task's end announced",
+            )
+        assert recovery.sent(later) == []
         assert_lost(alias, running, owner, child.pid)
         # The cancelled task was not taken over: it never runs.
         assert backend.runtime.get_held(later) is None
@@ -1174,3 +1185,111 @@ def test_a_lost_process_running_task_is_not_retried_by_default(
         backend.runtime.open_store()
         wait_until(settled(alias, [result_id]), timeout=SETTLED_WITHIN)
         assert_lost(alias, result_id, owner, child.pid)
+
+
+# -- the writers' turns (SQLite) -------------------------------------------------
+
+
+def test_a_first_writer_goes_before_the_others_waiting() -> None:
+    turns = _Turns()
+    turns.take(first=False)  # Held: both below must wait.
+    order: list[str] = []
+
+    def write(name: str, first: bool) -> None:
+        turns.take(first=first)
+        order.append(name)
+        turns.give()
+
+    with ThreadPoolExecutor(2) as pool:
+        other = pool.submit(write, "other", False)
+        wait_until(lambda: len(turns._others._waiters) == 1, message="other waits")
+        enqueue = pool.submit(write, "first", True)
+        wait_until(lambda: turns._firsts_waiting == 1, message="first waits")
+        turns.give()
+        other.result(DEADLINE)
+        enqueue.result(DEADLINE)
+    assert order == ["first", "other"]
+
+
+def test_writers_take_turns_one_at_a_time_and_every_waiter_gets_one() -> None:
+    # Each give() wakes one waiter: none may be left waiting, firsts and
+    # others mixed, and never two writers in at once.
+    turns = _Turns()
+    turns.take(first=False)
+    inside: set[int] = set()
+    overlaps: list[set[int]] = []
+    done: list[int] = []
+
+    def write(number: int) -> None:
+        turns.take(first=number % 3 == 0)
+        inside.add(number)
+        time.sleep(0)  # Lets the others run, and try to take the turn.
+        if inside != {number}:
+            overlaps.append(set(inside))
+        inside.discard(number)
+        done.append(number)
+        turns.give()
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(write, number) for number in range(40)]
+        wait_until(
+            lambda: len(turns._others._waiters) + turns._firsts_waiting == 8,
+            message="eight writers wait",
+        )
+        turns.give()
+        for future in futures:
+            future.result(DEADLINE)
+    assert sorted(done) == list(range(40))
+    assert overlaps == []
+
+
+def test_a_waiter_interrupted_once_woken_passes_its_turn_on() -> None:
+    turns = _Turns()
+    turns.take(first=False)
+    other_took = threading.Event()
+
+    def other() -> None:
+        turns.take(first=False)
+        other_took.set()
+        turns.give()
+
+    real_wait = turns._firsts.wait
+
+    def interrupted_wait() -> bool:
+        real_wait()
+        raise KeyboardInterrupt
+
+    turns._firsts.wait = interrupted_wait  # type: ignore[method-assign]
+    with ThreadPoolExecutor(2) as pool:
+        waiting_other = pool.submit(other)
+        wait_until(lambda: len(turns._others._waiters) == 1, message="other waits")
+        first = pool.submit(turns.take, first=True)
+        wait_until(lambda: turns._firsts_waiting == 1, message="first waits")
+        turns.give()  # Wakes the first, which is interrupted.
+        with pytest.raises(KeyboardInterrupt):
+            first.result(DEADLINE)
+        assert other_took.wait(DEADLINE), "the other writer was never woken"
+        waiting_other.result(DEADLINE)
+    assert turns._firsts_waiting == 0
+    assert not turns._taken
+
+
+# -- the statements' values ------------------------------------------------------
+
+
+@pytest.mark.parametrize("like", THREAD_STORES)
+def test_json_and_dates_are_stored_as_the_orm_stores_them(like: str) -> None:
+    """Empty lists and dicts (adapted once for all), falsy JSON values that
+    are not containers, nested values, and the dates, read back by the ORM."""
+    with store_alias(like) as alias:
+        # A day ahead: the row stays as the enqueue wrote it.
+        run_after = timezone.now() + timedelta(days=1)
+        result = tasks.echo.using(backend=alias, run_after=run_after).enqueue(
+            [], {}, 0, "", False, None, [[]], {"a": {}}, k=[]
+        )
+        row = rows(alias).get(id=result.id)
+        assert row.args == [[], {}, 0, "", False, None, [[]], {"a": {}}]
+        assert row.kwargs == {"k": []}
+        assert (row.errors, row.worker_ids, row.metadata) == ([], [], {})
+        assert row.run_after == run_after
+        assert row.enqueued_at == result.enqueued_at

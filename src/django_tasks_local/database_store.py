@@ -30,13 +30,12 @@ so another process takes them at its next renewal.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import secrets
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -69,31 +68,54 @@ class _Turns:
 
     A plain lock lets a worker that writes its task's end, then the prune,
     then its next task's start, take it again and again while an enqueue
-    waits. (``take()`` and ``give()`` rather than a context manager: the
-    enqueue's own write pays for every microsecond here.)
+    waits. Each ``give()`` wakes one waiter, the first in line if any: waking
+    them all would have them fight for the GIL (the enqueue's thread among
+    them) for a turn that only one gets. (``take()`` and ``give()`` rather
+    than a context manager: the enqueue's own write pays for every
+    microsecond here.)
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._firsts = threading.Condition(lock)
+        self._others = threading.Condition(lock)
         self._taken = False
         self._firsts_waiting = 0
 
     def take(self, *, first: bool) -> None:
-        with self._changed:
-            if first:
-                self._firsts_waiting += 1
-                while self._taken:
-                    self._changed.wait()
-                self._firsts_waiting -= 1
-            else:
-                while self._taken or self._firsts_waiting:
-                    self._changed.wait()
+        with self._firsts:  # The lock both conditions share.
+            try:
+                if first:
+                    self._firsts_waiting += 1
+                    try:
+                        while self._taken:
+                            self._firsts.wait()
+                    finally:
+                        self._firsts_waiting -= 1
+                else:
+                    while self._taken or self._firsts_waiting:
+                        self._others.wait()
+            except BaseException:
+                # Interrupted (KeyboardInterrupt), perhaps once woken: the
+                # wake-up goes to the next, or the others would wait forever.
+                if not self._taken:
+                    self._wake_next_locked()
+                raise
             self._taken = True
 
     def give(self) -> None:
-        with self._changed:
+        with self._firsts:
             self._taken = False
-            self._changed.notify_all()
+            self._wake_next_locked()
+
+    def _wake_next_locked(self) -> None:
+        # Whoever is woken takes the turn, or finds it taken again (by one
+        # that never waited) and waits on: that taker's give() wakes the
+        # next. So a waiting one is woken at every give().
+        if self._firsts_waiting:
+            self._firsts.notify()
+        else:
+            self._others.notify()
 
 
 class _PrivateConnection(threading.local):
@@ -192,8 +214,11 @@ class DatabaseStore(ResultStore):
         if private is None:
             settings = {**shared.settings_dict, "CONN_MAX_AGE": None}
             private = self._private.connection = type(shared)(settings, self.database)
-        # Closed if an error left it broken: the next write reconnects.
-        private.close_if_unusable_or_obsolete()
+        if private.errors_occurred:
+            # Closed if the error left it broken: the next write reconnects.
+            # (Nothing else would close it: it stays in autocommit, and its
+            # CONN_MAX_AGE is None.)
+            private.close_if_unusable_or_obsolete()
         return private
 
     def _rows(self) -> Any:
@@ -587,27 +612,37 @@ class DatabaseStore(ResultStore):
         In SQL of its own, not the ORM's: a task's life writes three times,
         and building each query would cost more than running it. Each value
         is adapted as its field would (``get_db_prep_save()``), by the
-        connection's own adapter, without the field's layers around it.
+        connection's own adapter, without the field's layers around it; only
+        the JSON and date values need it, and an empty list or dict (most of
+        a new row's JSON) was adapted once for all.
         """
-        sql, kinds = _statements(connection)[statement]
+        vendor = _vendor(connection)
+        found = vendor.statements[statement]
+        params = list(values)
         ops = connection.ops
-        params = [
-            value
-            if kind is None or value is None  # None is NULL to every field.
-            else ops.adapt_json_value(value, None)
-            if kind is _JSON
-            else ops.adapt_datetimefield_value(value)
-            for kind, value in zip(kinds, values, strict=True)
-        ]
+        empty_json = vendor.empty_json
+        for at in found.json_at:
+            value = params[at]
+            if value is not None:  # None is NULL to every field.
+                kind = type(value)
+                params[at] = (
+                    empty_json[kind]
+                    if kind in empty_json and not value
+                    else ops.adapt_json_value(value, None)
+                )
+        for at in found.datetime_at:
+            if params[at] is not None:
+                params[at] = ops.adapt_datetimefield_value(params[at])
         if connection is self._private.connection:
             # This thread's own connection (_private_connection): straight to
             # the driver, with its "?" placeholders, past Django's cursor
             # wrapper, which rewrites the SQL at each call.
-            connection.ensure_connection()
+            if connection.connection is None:
+                connection.ensure_connection()
             with connection.wrap_database_errors:
-                return _outcome(connection.connection.execute(_qmarks(sql), params))
+                return _outcome(connection.connection.execute(found.qmark_sql, params))
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(found.sql, params)
             return _outcome(cursor)
 
     def _not_owned(self, result_id: str) -> str:
@@ -643,15 +678,47 @@ class DatabaseStore(ResultStore):
 # date and time, or (None) taken as it is (strings, numbers, booleans).
 _JSON = "json"
 _DATETIME = "datetime"
-_Kinds = list[str | None]
-# The statements of a task's life: (SQL, each parameter's kind), per vendor.
-_statement_cache: dict[str, dict[str, tuple[str, _Kinds]]] = {}
 
 
-def _statements(connection: Any) -> dict[str, tuple[str, _Kinds]]:
-    cached = _statement_cache.get(connection.vendor)
-    if cached is not None:
-        return cached
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """One statement of a task's life, in one vendor's SQL."""
+
+    sql: str  # With Django's "%s" placeholders.
+    qmark_sql: str  # With SQLite's own "?", for its driver.
+    # Where the values adapted as JSON, and as dates and times, are; the
+    # others (strings, numbers, booleans) go to the driver as they are.
+    json_at: tuple[int, ...]
+    datetime_at: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Vendor:
+    """The statements of a task's life for one vendor, with the adapted
+    form of an empty list and of an empty dict (the JSON adapters depend on
+    the vendor alone: the model's JSON fields have no encoder)."""
+
+    statements: dict[str, _Statement]
+    empty_json: dict[type, Any]
+
+
+_vendors: dict[str, _Vendor] = {}
+
+
+def _vendor(connection: Any) -> _Vendor:
+    found = _vendors.get(connection.vendor)
+    if found is None:
+        found = _vendors[connection.vendor] = _Vendor(
+            _statements(connection),
+            {
+                list: connection.ops.adapt_json_value([], None),
+                dict: connection.ops.adapt_json_value({}, None),
+            },
+        )
+    return found
+
+
+def _statements(connection: Any) -> dict[str, _Statement]:
     quote = connection.ops.quote_name
     meta = StoredResult._meta
     table = str(quote(meta.db_table))
@@ -673,7 +740,7 @@ def _statements(connection: Any) -> dict[str, tuple[str, _Kinds]]:
     owned = (
         f"{column('id')} = %s AND {column('backend')} = %s AND {column('owner')} = %s"
     )
-    owned_kinds: _Kinds = [kind("id"), kind("backend"), kind("owner")]
+    owned_kinds: list[str | None] = [kind("id"), kind("backend"), kind("owner")]
     started = ["status", "started_at", "last_attempted_at", "worker_ids", "dispatched"]
     finished = [
         "status",
@@ -710,7 +777,7 @@ def _statements(connection: Any) -> dict[str, tuple[str, _Kinds]]:
     counts = str(quote(FinishedCount._meta.db_table))
     count_backend = str(quote(FinishedCount._meta.get_field("backend").column))
     count = str(quote(FinishedCount._meta.get_field("finished").column))
-    statements: dict[str, tuple[str, _Kinds]] = {
+    statements: dict[str, tuple[str, list[str | None]]] = {
         "insert": (
             f"INSERT INTO {table} ({', '.join(column(name) for name in inserted)}) "
             f"VALUES ({', '.join(['%s'] * len(inserted))})",
@@ -763,8 +830,15 @@ def _statements(connection: Any) -> dict[str, tuple[str, _Kinds]]:
             [None, None],
         ),
     }
-    _statement_cache[connection.vendor] = statements
-    return statements
+    return {
+        name: _Statement(
+            sql,
+            sql.replace("%s", "?"),  # None of ours holds another "%".
+            tuple(at for at, found in enumerate(kinds) if found is _JSON),
+            tuple(at for at, found in enumerate(kinds) if found is _DATETIME),
+        )
+        for name, (sql, kinds) in statements.items()
+    }
 
 
 def _outcome(cursor: Any) -> int:
@@ -773,12 +847,6 @@ def _outcome(cursor: Any) -> int:
     if cursor.description is None:
         return int(cursor.rowcount)
     return int(cursor.fetchone()[0])
-
-
-@functools.cache
-def _qmarks(sql: str) -> str:
-    """The statement with SQLite's own placeholders (none of ours holds a "%")."""
-    return sql.replace("%s", "?")
 
 
 def _to_result(row: StoredResult) -> TaskResult[..., Any]:
